@@ -1,0 +1,1 @@
+"""PolicyDesk: support-policy copilot."""

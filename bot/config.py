@@ -1,0 +1,93 @@
+"""One Settings object for the whole product (env prefix POLICYDESK_, optional TOML file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every tunable of PolicyDesk, documented; built once and passed to the stages that need it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POLICYDESK_", env_file=None, toml_file="policydesk.toml", extra="ignore"
+    )
+
+    # Where things live
+    data_dir: Path = Field(Path(".policydesk"), description="Index, manifest, caches and the SQLite store.")
+    kb_dir: Path = Field(PROJECT_ROOT / "kb", description="Knowledge-base folder ingested by default.")
+    collection: str = Field("policydesk", description="Chroma collection name.")
+
+    # Chroma: embedded on disk by default, or a server for several processes / scale-out
+    chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded PersistentClient.")
+    chroma_port: int = Field(8000, description="Chroma server port.")
+
+    # Embeddings
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model (provider openai).")
+    embedding_batch_size: int = 32
+
+    # Chunking (chosen by measurement on ../shared/corpora; see README)
+    chunk_tokens: int = Field(256, description="Maximum tokens per chunk body (cl100k).")
+    chunk_overlap_tokens: int = Field(32, description="Overlap when a long block must be split.")
+    tokenizer_encoding: str = "cl100k_base"
+
+    # Retrieval
+    top_k: int = 6
+    fetch_k: int = 40
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+    # Answering
+    composer: Literal["extractive", "chat"] = "extractive"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server (Ollama, vLLM, llama.cpp).")
+    chat_model: str = "gpt-4o-mini"
+    chat_context_window: int = 16000
+    chat_max_tokens: int = 600
+    chat_temperature: float = 0.0
+    chat_timeout_s: float = 60.0
+    send_max_tokens_in_extra_body: bool = Field(
+        False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
+    )
+    refusal_threshold: float = Field(0.35, description="Minimum retrieval confidence to answer (calibrated).")
+
+    # Guard rails
+    max_question_chars: int = 2000
+    max_history_turns: int = 20
+    max_history_chars: int = 8000
+
+    # HTTP API
+    api_keys: list[SecretStr] = Field(default_factory=list, description="Keys allowed to ask as audience=internal.")
+    cors_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8080", "http://localhost:8080"])
+    rate_limit_per_minute: int = 60
+    handoff_webhook_url: str | None = None
+    max_request_bytes: int = 64_000
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init args beat environment variables, which beat policydesk.toml."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Folder of the embedded Chroma store."""
+        return self.data_dir / "chroma"
+
+    @property
+    def db_path(self) -> Path:
+        """SQLite file for conversations, feedback, handoffs and the audit log."""
+        return self.data_dir / "policydesk.sqlite3"

@@ -1,0 +1,32 @@
+"""Specific exceptions with messages a support engineer can act on."""
+
+
+class PolicyDeskError(Exception):
+    """Base class for every error PolicyDesk raises on purpose."""
+
+
+class DocumentError(PolicyDeskError):
+    """A knowledge-base file could not be loaded or failed validation."""
+
+    def __init__(self, path: str, problem: str, field: str | None = None):
+        self.path = path
+        self.field = field
+        self.problem = problem
+        where = f"{path}: field '{field}'" if field else path
+        super().__init__(f"{where}: {problem}")
+
+
+class ModelIntegrityError(PolicyDeskError):
+    """A bundled model or tokenizer file is missing or does not match its pinned hash."""
+
+
+class IndexUnavailableError(PolicyDeskError):
+    """The index is empty, locked or unreachable (e.g. the Chroma server is down)."""
+
+
+class InputRejectedError(PolicyDeskError):
+    """A question or history was rejected by the input guard (too long, empty, malformed)."""
+
+
+class ModelEndpointError(PolicyDeskError):
+    """The configured chat or embedding endpoint could not be reached or returned an error."""

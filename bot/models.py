@@ -1,0 +1,125 @@
+"""Typed data objects passed between pipeline stages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+REGIONS = ("global", "EU", "UK", "US", "ROW")
+DOC_TYPES = ("sop", "help_article", "policy", "macro")
+
+
+class Audience(str, enum.Enum):
+    """Who may see a document: PUBLIC requests never see INTERNAL content."""
+
+    INTERNAL = "internal"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One knowledge-base document, loaded from any supported format and validated."""
+
+    id: str
+    title: str
+    text: str  # Markdown-ish body: headings as '#', lists, tables
+    path: str
+    audience: Audience = Audience.INTERNAL
+    type: str = "sop"
+    regions: tuple[str, ...] = ("global",)
+    products: tuple[str, ...] = ()
+    version: str = "1"
+    effective_date: date | None = None
+    supersedes: str | None = None
+    owner: str | None = None
+    last_reviewed: date | None = None
+    review_every_days: int | None = None
+    url: str | None = None
+    format: str = "md"
+    content_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def review_due(self) -> date | None:
+        """Date the document is next due for review, if it has a review cadence."""
+        if self.last_reviewed is None or self.review_every_days is None:
+            return None
+        from datetime import timedelta
+
+        return self.last_reviewed + timedelta(days=self.review_every_days)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A token-bounded piece of one document with its section path and inherited metadata."""
+
+    chunk_id: str
+    doc_id: str
+    ordinal: int
+    text: str  # the body as shown and quoted
+    section_path: tuple[str, ...]
+    token_count: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embed_text(self) -> str:
+        """Text that is embedded and BM25-indexed: title and section path prepended to the body."""
+        head = " > ".join((self.metadata.get("title", ""),) + self.section_path)
+        return f"{head}\n{self.text}" if head.strip() else self.text
+
+    @property
+    def section(self) -> str:
+        """Human-readable section path."""
+        return " > ".join(self.section_path)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a requester may see and what they asked to narrow to."""
+
+    audience: Audience = Audience.INTERNAL  # PUBLIC requests never see INTERNAL chunks
+    regions: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    as_of: date | None = None  # answer with the policy version in force on this date (default: today)
+    include_superseded: bool = False
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """A retrieved chunk with its fused score and the per-retriever ranks that produced it."""
+
+    chunk: Chunk
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_similarity: float | None = None
+
+
+@dataclass
+class SyncReport:
+    """What an ingest changed; `failed` maps file path to the problem."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every file loaded."""
+        return not self.failed
+
+    def summary(self) -> dict[str, int]:
+        """Counts per outcome, for the CLI and the console."""
+        return {
+            "added": len(self.added),
+            "updated": len(self.updated),
+            "removed": len(self.removed),
+            "unchanged": len(self.unchanged),
+            "failed": len(self.failed),
+        }
