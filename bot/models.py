@@ -123,3 +123,66 @@ class SyncReport:
             "unchanged": len(self.unchanged),
             "failed": len(self.failed),
         }
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One numbered source of an answer, with the exact quoted span and the chunk it came from."""
+
+    number: int
+    doc_id: str
+    title: str
+    section: str
+    quote: str
+    chunk_id: str
+    audience: Audience
+    version: str = ""
+    effective_date: str = ""
+    url: str = ""
+    regions: tuple[str, ...] = ()
+    chunk_text: str = ""
+    last_reviewed: str = ""
+    review_due: str = ""
+    superseded_by: str = ""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Where an agent should send the case, taken from SOP metadata or text."""
+
+    team: str = ""
+    queue: str = ""
+    priority: str = ""
+    source_doc_id: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Answer:
+    """What every surface shows: the text, its verified citations, or an honest refusal."""
+
+    question: str
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    refused: bool = False
+    refusal_reason: str = ""
+    confidence: float = 0.0
+    escalation: Escalation | None = None
+    handoff_offered: bool = False
+    related: list[dict[str, str]] = field(default_factory=list)  # closest articles when refusing
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    composer: str = ""
+    standalone_question: str = ""
+    retrieved_doc_ids: list[str] = field(default_factory=list)
+    unsupported_removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form used by the CLI (--json), the HTTP API and the store."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["answer"] = d.pop("text")
+        for c in d["citations"]:
+            c["audience"] = c["audience"].value if isinstance(c["audience"], Audience) else c["audience"]
+            c["section_path"] = c["section"]
+        return d

@@ -1,0 +1,294 @@
+"""The `policydesk` command line: ingest, search, ask, kb lint, stats, eval, serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.config import Settings
+from bot.errors import PolicyDeskError
+from bot.models import Audience, Filters
+
+app = typer.Typer(help="PolicyDesk: grounded support-policy answers with verified citations.",
+                  no_args_is_help=True, add_completion=False)
+kb_app = typer.Typer(help="Knowledge-base maintenance.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+console = Console()
+err = Console(stderr=True)
+
+
+class State:
+    """Options shared by every command."""
+
+    data_dir: Optional[Path] = None
+
+
+_state = State()
+
+
+@app.callback()
+def _root(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Index and store folder "
+                                            "(default .policydesk/, env POLICYDESK_DATA_DIR)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _state.data_dir = data_dir
+
+
+def settings() -> Settings:
+    """Settings from env/TOML with the CLI's --data-dir applied."""
+    return Settings(data_dir=_state.data_dir) if _state.data_dir else Settings()
+
+
+def parse_filters(audience: str, region: list[str] | None, product: list[str] | None, as_of: str | None,
+                  include_superseded: bool = False) -> Filters:
+    """Filters from CLI options, with clear errors for bad values."""
+    try:
+        aud = Audience(audience.lower())
+    except ValueError:
+        raise typer.BadParameter(f"--audience must be internal or public, not {audience!r}")
+    try:
+        when = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise typer.BadParameter(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}")
+    return Filters(audience=aud, regions=tuple(region or ()), products=tuple(p.lower() for p in product or ()),
+                   as_of=when, include_superseded=include_superseded)
+
+
+def run_ingest(s: Settings, paths: list[Path], rebuild: bool, quiet: bool = False):
+    """Sync the index with a rich progress bar; returns the SyncReport."""
+    from bot.index import KnowledgeIndex
+
+    index = KnowledgeIndex(s)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=quiet, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task({"embed": "Embedding chunks", "store": "Writing vectors",
+                                             "cleanup": "Cleaning up"}.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return index.sync(paths or None, rebuild=rebuild, progress=progress)
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(None, help="Files or folders (default: the kb/ folder)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-index everything (embeddings stay cached)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Load, chunk, embed and index knowledge-base documents incrementally."""
+    s = settings()
+    report = run_ingest(s, list(paths or []), rebuild, quiet=as_json)
+    summary = report.summary()
+    if as_json:
+        console.print_json(json.dumps({**summary, "failures": report.failed, "chunks": report.chunks_total,
+                                       "embedded": report.chunks_embedded, "seconds": round(report.seconds, 3)}))
+    else:
+        table = Table(title=f"Ingest into {s.data_dir}")
+        for k in summary:
+            table.add_column(k)
+        table.add_row(*(str(v) for v in summary.values()))
+        console.print(table)
+        console.print(f"{report.chunks_total} chunks live, {report.chunks_embedded} newly embedded, "
+                      f"{report.seconds:.2f}s")
+        for path, problem in report.failed.items():
+            err.print(f"[red]FAILED[/red] {problem}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="What to look for."),
+    audience: str = typer.Option("internal", help="internal (agents) or public (end users)."),
+    region: list[str] = typer.Option(None, "--region", help="EU, UK, US, ROW (repeatable)."),
+    product: list[str] = typer.Option(None, "--product", help="Product tag (repeatable)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Policy versions in force on YYYY-MM-DD."),
+    include_superseded: bool = typer.Option(False, "--include-superseded"),
+    k: int = typer.Option(5, "-k", help="How many passages."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON with a `results` list."),
+) -> None:
+    """Print the ranked passages for a query, under the requester's filters."""
+    from bot.index import KnowledgeIndex
+    from bot.retrieval import HybridSearcher
+
+    s = settings()
+    filters = parse_filters(audience, region, product, as_of, include_superseded)
+    index = KnowledgeIndex(s)
+    results = HybridSearcher(index, s.fetch_k, s.rrf_k, s.dense_weight, s.lexical_weight).search(query, filters, k)
+    rows = [{"doc_id": r.chunk.doc_id, "audience": r.chunk.metadata.get("audience"),
+             "title": r.chunk.metadata.get("title"), "section": r.chunk.section, "score": round(r.score, 5),
+             "version": r.chunk.metadata.get("version"), "effective_date": r.chunk.metadata.get("effective_date"),
+             "chunk_id": r.chunk.chunk_id, "text": r.chunk.text} for r in results]
+    if as_json:
+        print(json.dumps({"query": query, "results": rows}, indent=2))
+        return
+    if not rows:
+        console.print("No passages match these filters.")
+    for i, r in enumerate(rows, 1):
+        console.print(f"[bold]{i}. {r['title']}[/bold] [dim]({r['doc_id']}, {r['audience']}, "
+                      f"v{r['version']}, score {r['score']})[/dim]")
+        if r["section"]:
+            console.print(f"   [cyan]{r['section']}[/cyan]")
+        console.print("   " + r["text"][:400].replace("\n", "\n   "), markup=False, highlight=False)
+
+
+@kb_app.command("lint")
+def kb_lint(
+    paths: list[Path] = typer.Argument(None, help="Folders to check (default: kb/)."),
+    as_json: bool = typer.Option(False, "--json"),
+    loose: bool = typer.Option(False, "--loose", help="Do not require full front matter (third-party corpora)."),
+) -> None:
+    """Check front matter, duplicate ids, links between documents, review dates and supersedes chains."""
+    from bot.lint import lint_kb
+
+    s = settings()
+    report = lint_kb(list(paths or [s.kb_dir]), strict_fields=not loose)
+    if as_json:
+        print(json.dumps({"documents": report.documents, "errors": len(report.errors),
+                          "warnings": len(report.warnings),
+                          "issues": [i.__dict__ for i in report.issues]}, indent=2))
+    else:
+        for i in report.issues:
+            colour = "red" if i.severity == "error" else "yellow"
+            console.print(f"[{colour}]{i.severity}[/{colour}] {i.path} [{i.field}] {i.problem}",
+                          highlight=False)
+        console.print(f"{report.documents} documents, {len(report.errors)} errors, "
+                      f"{len(report.warnings)} warnings")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Documents and chunks in the index, by audience and type, and the last sync."""
+    from bot.index import KnowledgeIndex
+
+    data = KnowledgeIndex(settings()).stats()
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    table = Table(title="PolicyDesk index")
+    table.add_column("what")
+    table.add_column("value")
+    for k, v in data.items():
+        table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    console.print(table)
+
+
+eval_app = typer.Typer(help="Evaluation suites: run them, report on runs, gate CI on thresholds.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
+def eval_run(
+    suite: Path = typer.Option(..., "--suite", help="JSONL suite (eval/suites/*.jsonl or a corpus qa.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the run JSON."),
+    kb: Optional[Path] = typer.Option(None, "--kb", help="Ingest this folder into its own eval index first "
+                                      "(<data-dir>/eval-<hash>); default: the current index."),
+    composer: Optional[str] = typer.Option(None, "--composer", help="extractive | chat (default: settings)."),
+    retrieval_only: bool = typer.Option(False, "--retrieval-only", help="Measure retrieval alone, no answers."),
+    judge: str = typer.Option("auto", "--judge", help="Faithfulness judge: auto (llm when a chat model is "
+                              "configured) | offline | llm."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
+) -> None:
+    """Answer every case of a suite and write per-case and aggregate metrics to a run file."""
+    from bot.evaluation import EvalRunner, eval_index_dir, file_sha256, load_suite
+    from bot.index import KnowledgeIndex
+    from bot.report import metrics_table
+
+    if composer is not None and composer not in ("extractive", "chat"):
+        raise typer.BadParameter(f"--composer must be extractive or chat, not {composer!r}")
+    if judge not in ("auto", "offline", "llm"):
+        raise typer.BadParameter(f"--judge must be auto, offline or llm, not {judge!r}")
+    s = settings()
+    cases = load_suite(suite)[:limit]
+    extra: dict = {"suite": str(suite), "suite_name": suite.stem if suite.name != "qa.jsonl" else
+                   suite.parent.name, "suite_sha256": file_sha256(suite), "limit": limit, "kb": None}
+    if kb is not None:
+        if not kb.exists():
+            raise typer.BadParameter(f"--kb {kb} does not exist")
+        s = s.model_copy(update={"data_dir": eval_index_dir(s, kb), "kb_dir": kb.resolve()})
+        report = run_ingest(s, [kb], rebuild=False)
+        extra.update(kb=str(kb), ingest={**report.summary(), "seconds": round(report.seconds, 2)})
+        if report.failed:
+            err.print(f"[yellow]{len(report.failed)} file(s) failed to load[/yellow]; "
+                      f"first: {next(iter(report.failed.values()))}", highlight=False)
+    runner = EvalRunner(s, KnowledgeIndex(s), mode="retrieval" if retrieval_only else "answer", judge=judge,
+                        composer=composer)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(f"Evaluating {suite.name}", total=len(cases))
+        run = runner.run(cases, progress=lambda done, total: bar.update(task, completed=done), config=extra)
+    run.save(out)
+    console.print(metrics_table(run.to_dict(), title=f"{extra['suite_name']}: {len(cases)} cases, "
+                                f"{run.config['seconds']}s"))
+    console.print(f"Run written to {out}")
+
+
+@eval_app.command("report")
+def eval_report(
+    run_file: Path = typer.Argument(..., help="A run JSON from `policydesk eval run`."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="An earlier run to compare against."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Folder for the .md and .html "
+                                           "(default: next to the run file)."),
+) -> None:
+    """Write a Markdown and a self-contained HTML report (plots, failing cases, regressions vs a baseline)."""
+    from bot.evaluation import load_run
+    from bot.report import write_reports
+
+    run = load_run(run_file)
+    base = load_run(baseline) if baseline else None
+    md, html = write_reports(run, base, out_dir or run_file.parent, run_file.stem)
+    console.print(f"Wrote {md} and {html}")
+
+
+@eval_app.command("gate")
+def eval_gate(
+    run_file: Path = typer.Argument(..., help="A run JSON from `policydesk eval run`."),
+    thresholds: Path = typer.Option(Path("eval/thresholds.toml"), "--thresholds", help="Thresholds TOML."),
+    suite_set: Optional[str] = typer.Option(None, "--suite-set", help="Threshold section to use "
+                                            "(default: the run's suite name)."),
+) -> None:
+    """Exit 1 when a run's metrics miss the thresholds, naming each metric that failed."""
+    from bot.evaluation import gate, load_run, load_thresholds
+
+    result = gate(load_run(run_file), load_thresholds(thresholds), suite_set)
+    for c in result.checks:
+        mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
+        console.print(f"{mark} {c['message']}", highlight=False)
+    if not result.checks:
+        console.print(f"[yellow]No thresholds apply to suite {result.suite!r}[/yellow]")
+    if not result.passed:
+        err.print(f"[red]Quality gate failed[/red] for {result.suite!r}: "
+                  + ", ".join(c["metric"] for c in result.failures), highlight=False)
+        raise typer.Exit(1)
+    console.print(f"Quality gate passed for {result.suite!r}.")
+
+
+def main() -> None:
+    """Entry point of the console script; PolicyDesk errors print as one clear line, not a traceback."""
+    try:
+        app()
+    except PolicyDeskError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

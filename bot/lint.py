@@ -1,0 +1,104 @@
+"""`policydesk kb lint`: front-matter problems, duplicate ids, broken links, stale documents, dangling supersedes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from bot.documents import load_paths
+from bot.models import Audience
+
+LINK_RE = re.compile(r"\]\(kb:([A-Za-z0-9._-]+)\)")
+REQUIRED_FIELDS = ("id", "title", "type", "audience", "regions", "version", "effective_date", "owner",
+                   "last_reviewed", "review_every_days")
+
+
+@dataclass(frozen=True)
+class LintIssue:
+    """One problem found in the knowledge base."""
+
+    severity: str  # error | warning
+    path: str
+    field: str
+    problem: str
+
+
+@dataclass
+class LintReport:
+    """All issues; errors fail the lint, warnings (e.g. stale documents) do not."""
+
+    issues: list[LintIssue] = field(default_factory=list)
+    documents: int = 0
+
+    @property
+    def errors(self) -> list[LintIssue]:
+        """Issues that fail the lint."""
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[LintIssue]:
+        """Issues worth fixing that do not fail the lint."""
+        return [i for i in self.issues if i.severity == "warning"]
+
+
+def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = True) -> LintReport:
+    """Check every KB document; strict_fields requires the full front matter (our own kb/)."""
+    today = today or date.today()
+    loaded = load_paths(paths)
+    report = LintReport(documents=len(loaded.documents))
+    for path, problem in loaded.failures.items():
+        fld = ""
+        m = re.search(r"field '([^']+)'", problem)
+        if m:
+            fld = m.group(1)
+        report.issues.append(LintIssue("error", path, fld, problem))
+    ids = {d.id: d for d in loaded.documents}
+    for d in loaded.documents:
+        if strict_fields:
+            meta_fields = _declared_fields(d)
+            for f in REQUIRED_FIELDS:
+                if f not in meta_fields:
+                    report.issues.append(LintIssue("error", d.path, f, "required field is missing"))
+            if d.audience is Audience.PUBLIC and not d.url:
+                report.issues.append(LintIssue("error", d.path, "url", "public articles need a url to link to"))
+        for target in LINK_RE.findall(d.text):
+            if target not in ids:
+                report.issues.append(LintIssue("error", d.path, "links", f"link to unknown document kb:{target}"))
+            elif d.audience is Audience.PUBLIC and ids[target].audience is Audience.INTERNAL:
+                report.issues.append(LintIssue(
+                    "error", d.path, "links", f"public article links to internal document kb:{target}"))
+        if d.supersedes:
+            old = ids.get(d.supersedes)
+            if old is None:
+                report.issues.append(LintIssue("error", d.path, "supersedes",
+                                               f"points to unknown document '{d.supersedes}'"))
+            elif old.effective_date and d.effective_date and old.effective_date >= d.effective_date:
+                report.issues.append(LintIssue("error", d.path, "supersedes",
+                                               f"effective_date {d.effective_date} is not after "
+                                               f"{old.id}'s {old.effective_date}"))
+        due = d.review_due()
+        if due and due < today:
+            report.issues.append(LintIssue("warning", d.path, "last_reviewed",
+                                           f"past its review date ({due}); review and bump last_reviewed"))
+        if d.effective_date and d.effective_date > today:
+            report.issues.append(LintIssue("warning", d.path, "effective_date",
+                                           f"not in force until {d.effective_date}"))
+    return report
+
+
+def _declared_fields(doc) -> set[str]:
+    """Fields actually written in the file's front matter or sidecar (not defaults)."""
+    from bot.documents import SIDECAR_SUFFIX, _load_markdown
+
+    path = Path(doc.path)
+    meta: dict = {}
+    if path.suffix.lower() in (".md", ".markdown"):
+        meta, _ = _load_markdown(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.exists():
+        import yaml
+
+        meta.update(yaml.safe_load(sidecar.read_text()) or {})
+    return set(meta)
