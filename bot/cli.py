@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -106,7 +107,7 @@ def ingest(
         console.print(f"{report.chunks_total} chunks live, {report.chunks_embedded} newly embedded, "
                       f"{report.seconds:.2f}s")
         for path, problem in report.failed.items():
-            err.print(f"[red]FAILED[/red] {problem}")
+            err.print(f"[red]FAILED[/red] {escape(problem)}", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -165,8 +166,8 @@ def kb_lint(
     else:
         for i in report.issues:
             colour = "red" if i.severity == "error" else "yellow"
-            console.print(f"[{colour}]{i.severity}[/{colour}] {i.path} [{i.field}] {i.problem}",
-                          highlight=False)
+            console.print(f"[{colour}]{i.severity}[/{colour}] {escape(i.path)} \\[{escape(i.field)}] "
+                          f"{escape(i.problem)}", highlight=False, soft_wrap=True)
         console.print(f"{report.documents} documents, {len(report.errors)} errors, "
                       f"{len(report.warnings)} warnings")
     if report.errors:

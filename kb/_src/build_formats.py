@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import html
 import re
+import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from docx import Document
@@ -198,8 +199,15 @@ def inline_html(text: str) -> str:
 
 
 _LATIN1 = {
-    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
-    "\u2013": "-", "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u20ac": "EUR ",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u20ac": "EUR ",
 }
 
 
@@ -237,7 +245,9 @@ def render_html(blocks: list[Block], meta: dict) -> str:
             body.append(f"</{b.kind}>")
         elif b.kind == "table":
             body.append("<table>")
-            body.append("  <thead><tr>" + "".join(f"<th>{inline_html(c)}</th>" for c in b.header) + "</tr></thead>")
+            body.append(
+                "  <thead><tr>" + "".join(f"<th>{inline_html(c)}</th>" for c in b.header) + "</tr></thead>"
+            )
             body.append("  <tbody>")
             for r in b.rows:
                 body.append("    <tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in r) + "</tr>")
@@ -253,7 +263,7 @@ def render_pdf(blocks: list[Block], meta: dict, out: Path) -> None:
     pdf.set_author("Loopline " + latin1(meta["owner"]))
     pdf.set_subject(meta["id"])
     # Fixed creation date (the last review date) so rebuilds stay byte-stable.
-    pdf.set_creation_date(datetime.fromisoformat(meta["last_reviewed"]).replace(tzinfo=timezone.utc))
+    pdf.set_creation_date(datetime.fromisoformat(meta["last_reviewed"]).replace(tzinfo=UTC))
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.set_margins(18, 18, 18)
     pdf.add_page()
@@ -306,7 +316,7 @@ def _add_runs(paragraph, text: str) -> None:
     pos = 0
     for m in _BOLD.finditer(text):
         if m.start() > pos:
-            paragraph.add_run(text[pos:m.start()])
+            paragraph.add_run(text[pos : m.start()])
         paragraph.add_run(m.group(1)).bold = True
         pos = m.end()
     if pos < len(text):
@@ -322,6 +332,10 @@ def render_docx(blocks: list[Block], meta: dict, out: Path) -> None:
     props.author = "Loopline " + meta["owner"]
     props.subject = meta["id"]
     props.keywords = ", ".join(meta["products"])
+    reviewed = datetime.fromisoformat(meta["last_reviewed"]).replace(tzinfo=UTC)
+    props.created = props.modified = reviewed
+    props.last_modified_by = "Loopline " + meta["owner"]
+    props.revision = 1
     for b in blocks:
         if b.kind in ("h1", "h2", "h3"):
             doc.add_heading(plain(b.text), level=int(b.kind[1]))  # real "Heading N" styles
@@ -345,6 +359,18 @@ def render_docx(blocks: list[Block], meta: dict, out: Path) -> None:
                     cell.text = plain(text)
             doc.add_paragraph()
     doc.save(str(out))
+    _normalise_zip(out)
+
+
+def _normalise_zip(path: Path) -> None:
+    """Rewrite the DOCX zip with fixed entry timestamps so rebuilds are byte-stable."""
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info.filename, zin.read(info.filename)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(info, data)
 
 
 # --------------------------------------------------------------------------- metadata
