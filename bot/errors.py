@@ -30,3 +30,11 @@ class InputRejectedError(PolicyDeskError):
 
 class ModelEndpointError(PolicyDeskError):
     """The configured chat or embedding endpoint could not be reached or returned an error."""
+
+
+class StoreError(PolicyDeskError):
+    """The SQLite store could not be opened or migrated, or a record (handoff, message) does not exist."""
+
+
+class EvalSuiteError(PolicyDeskError):
+    """An evaluation suite, run file or thresholds file is missing or malformed."""

@@ -1,0 +1,700 @@
+"""SQLite store: conversations, answers, feedback, handoffs and the audit log, plus the console's analytics.
+
+One file at `Settings.db_path`. The schema is created and upgraded by an ordered list of migrations recorded in
+`schema_version`, so an old data directory is upgraded in place. Every free text a person typed (questions,
+answers, feedback reasons, handoff transcripts) goes through `bot.guard.redact_pii` before it is written.
+A new connection is opened per call (WAL journal, busy timeout), which makes one Store safe to share between
+Streamlit sessions, API worker threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.config import Settings
+from bot.errors import InputRejectedError, StoreError
+from bot.models import Answer
+
+log = logging.getLogger(__name__)
+
+HANDOFF_STATUSES = ("open", "claimed", "closed")
+
+# Ordered, append-only: never edit a released migration, add a new one.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", """
+        CREATE TABLE conversations (
+            id          TEXT PRIMARY KEY,
+            surface     TEXT NOT NULL,
+            user        TEXT,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        );
+        CREATE TABLE messages (
+            id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id     TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            created_at          TEXT NOT NULL,
+            surface             TEXT NOT NULL,
+            user                TEXT,
+            question            TEXT NOT NULL,
+            standalone_question TEXT,
+            answer              TEXT,
+            citations           TEXT NOT NULL DEFAULT '[]',
+            refused             INTEGER NOT NULL DEFAULT 0,
+            refusal_reason      TEXT,
+            confidence          REAL,
+            escalation          TEXT,
+            latency_ms          REAL,
+            timings             TEXT,
+            composer            TEXT,
+            error               TEXT
+        );
+        CREATE TABLE feedback (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id      INTEGER NOT NULL UNIQUE REFERENCES messages(id) ON DELETE CASCADE,
+            conversation_id TEXT NOT NULL,
+            rating          INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+            reason          TEXT,
+            user            TEXT,
+            created_at      TEXT NOT NULL
+        );
+        CREATE TABLE handoffs (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL,
+            status          TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'claimed', 'closed')),
+            transcript      TEXT NOT NULL,
+            contact         TEXT,
+            reason          TEXT,
+            created_at      TEXT NOT NULL,
+            updated_at      TEXT NOT NULL,
+            claimed_by      TEXT,
+            closed_note     TEXT
+        );
+        CREATE TABLE audit_log (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            at              TEXT NOT NULL,
+            who             TEXT,
+            surface         TEXT,
+            action          TEXT NOT NULL,
+            conversation_id TEXT,
+            message_id      INTEGER,
+            documents       TEXT NOT NULL DEFAULT '[]',
+            detail          TEXT
+        );
+    """),
+    (2, "indexes for the console's analytics and queues", """
+        CREATE INDEX idx_messages_created ON messages(created_at);
+        CREATE INDEX idx_messages_conversation ON messages(conversation_id, id);
+        CREATE INDEX idx_handoffs_status ON handoffs(status, created_at);
+        CREATE INDEX idx_audit_at ON audit_log(at);
+    """),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+# ---- records handed to callers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Handoff:
+    """A help-center conversation handed to a human, with its (redacted) transcript."""
+
+    id: int
+    conversation_id: str
+    status: str
+    transcript: list[dict[str, str]]
+    contact: str | None
+    reason: str | None
+    created_at: str
+    updated_at: str
+    claimed_by: str | None = None
+    closed_note: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what, when, and which document versions were cited."""
+
+    id: int
+    at: str
+    who: str | None
+    surface: str | None
+    action: str
+    conversation_id: str | None
+    message_id: int | None
+    documents: list[dict[str, Any]]
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Headline numbers of the Analytics page over a time window."""
+
+    questions: int
+    answered: int
+    refused: int
+    errors: int
+    answer_rate: float | None  # answered / questions
+    refusal_rate: float | None  # refused / questions
+    feedback_count: int
+    feedback_score: float | None  # mean rating in [-1, 1]
+    positive_share: float | None  # thumbs up / all ratings: the CSAT proxy
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+@dataclass
+class ContentGap:
+    """Unanswered questions that mean the same thing: one missing or weak piece of content."""
+
+    label: str  # the most frequently asked wording
+    count: int
+    questions: list[str] = field(default_factory=list)
+    last_asked: str = ""
+
+
+@dataclass(frozen=True)
+class CitedDocument:
+    """How often a document was cited, and which versions."""
+
+    doc_id: str
+    title: str
+    citations: int
+    answers: int
+    versions: tuple[str, ...]
+    last_cited: str
+
+
+@dataclass(frozen=True)
+class StaleCitation:
+    """A document that is still being cited although it is past review or superseded."""
+
+    doc_id: str
+    title: str
+    citations: int
+    last_cited: str
+    reasons: tuple[str, ...]
+    review_due: str = ""
+    superseded_by: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(at: datetime | None) -> str:
+    at = at or _now()
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _since_iso(days: int | None, now: datetime | None = None) -> str:
+    """ISO lower bound of a window of `days` whole days ending today (all time when None)."""
+    if days is None:
+        return ""
+    start = (now or _now()).astimezone(UTC).date() - timedelta(days=days - 1)
+    return datetime(start.year, start.month, start.day, tzinfo=UTC).isoformat(timespec="milliseconds")
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def _default_redact() -> Callable[[str], str]:
+    """bot.guard.redact_pii, imported on first write (the guard is its own module and owns the rules)."""
+    from bot.guard import redact_pii
+
+    return redact_pii
+
+
+class Store:
+    """The SQLite store every surface shares; safe across threads and processes."""
+
+    def __init__(self, settings_or_path: Settings | Path | str, redact: Callable[[str], str] | None = None):
+        if isinstance(settings_or_path, Settings):
+            self.path = Path(settings_or_path.db_path)
+        else:
+            self.path = Path(settings_or_path)
+        self._redact_fn = redact
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the folder for the store {self.path}: {exc}") from exc
+        self.migrate()
+
+    # ---- plumbing ------------------------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection in one transaction: committed on success, rolled back on error, always closed."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the store {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Store {self.path} failed: {exc}. If the file is corrupt, move it aside; "
+                             "a new one is created on the next start.") from exc
+        finally:
+            conn.close()
+
+    def redact(self, text: str | None) -> str | None:
+        """PII-redacted text (None stays None)."""
+        if text is None:
+            return None
+        if self._redact_fn is None:
+            self._redact_fn = _default_redact()
+        return self._redact_fn(text)
+
+    def migrate(self) -> int:
+        """Apply pending migrations in order; returns the schema version now in the file."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the store {self.path}: {exc}") from exc
+        try:
+            # WAL lets the console read analytics while the API writes; it persists in the file.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("BEGIN IMMEDIATE")  # two processes starting at once must not both migrate
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                         "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"Store {self.path} has schema version {current}, newer than this PolicyDesk "
+                                 f"({SCHEMA_VERSION}); upgrade PolicyDesk or point POLICYDESK_DATA_DIR elsewhere.")
+            for version, description, sql in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in (s.strip() for s in sql.split(";")):
+                    if statement:
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                             (version, description, _iso(None)))
+                log.info("store %s migrated to schema %d (%s)", self.path, version, description)
+                current = version
+            conn.execute("COMMIT")
+            return current
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"Store {self.path} could not be migrated: {exc}") from exc
+        finally:
+            conn.close()
+
+    def schema_version(self) -> int:
+        """The highest migration applied to the file."""
+        with self._connect() as conn:
+            return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+
+    # ---- conversations and answers ---------------------------------------------------------------------------
+    def new_conversation(self, surface: str, user: str | None = None, at: datetime | None = None) -> str:
+        """Start a conversation; returns its id."""
+        cid = uuid.uuid4().hex
+        with self._connect() as conn:
+            self._ensure_conversation(conn, cid, surface, user, _iso(at))
+        return cid
+
+    @staticmethod
+    def _ensure_conversation(conn: sqlite3.Connection, cid: str, surface: str, user: str | None, at: str) -> None:
+        conn.execute("INSERT INTO conversations (id, surface, user, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+                     (cid, surface, user, at, at))
+
+    def log_answer(self, conversation_id: str, question: str, answer: Answer | dict[str, Any], surface: str,
+                   user: str | None = None, latency_ms: float | None = None, at: datetime | None = None) -> int:
+        """Record a question and its answer (redacted) plus an audit entry of the cited versions; returns the id."""
+        d = answer.to_dict() if isinstance(answer, Answer) else dict(answer)
+        citations = [
+            {k: c.get(k) for k in ("number", "doc_id", "title", "section", "quote", "chunk_id", "version",
+                                   "effective_date", "audience", "url")}
+            for c in d.get("citations") or []
+        ]
+        timings = d.get("timings") or {}
+        if latency_ms is None and timings.get("total") is not None:
+            latency_ms = float(timings["total"]) * 1000.0
+        esc = d.get("escalation")
+        when = _iso(at)
+        with self._connect() as conn:
+            self._ensure_conversation(conn, conversation_id, surface, user, when)
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, created_at, surface, user, question, standalone_question, "
+                "answer, citations, refused, refusal_reason, confidence, escalation, latency_ms, timings, composer) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, when, surface, user, self.redact(question),
+                 self.redact(d.get("standalone_question") or None), self.redact(d.get("answer") or ""),
+                 json.dumps(citations), int(bool(d.get("refused"))), d.get("refusal_reason") or None,
+                 d.get("confidence"), json.dumps(esc) if esc else None, latency_ms, json.dumps(timings),
+                 d.get("composer") or None),
+            )
+            message_id = int(cur.lastrowid)
+            docs = [{"doc_id": c["doc_id"], "version": c["version"], "chunk_id": c["chunk_id"]} for c in citations]
+            self._audit(conn, "answer", user, surface, conversation_id, message_id, docs,
+                        "refused" if d.get("refused") else None, when)
+        return message_id
+
+    def log_question(self, conversation_id: str, question: str, surface: str, user: str | None = None,
+                     error: str | None = None, at: datetime | None = None) -> int:
+        """Record a question that produced no answer (rejected input, endpoint down); returns the message id."""
+        when = _iso(at)
+        with self._connect() as conn:
+            self._ensure_conversation(conn, conversation_id, surface, user, when)
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, created_at, surface, user, question, error) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                # a rejected question can be huge: keep enough to recognise it, not the whole payload
+                (conversation_id, when, surface, user, self.redact(question[:2000]), self.redact(error)),
+            )
+            message_id = int(cur.lastrowid)
+            self._audit(conn, "question_failed", user, surface, conversation_id, message_id, [],
+                        self.redact(error), when)
+        return message_id
+
+    def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The stored turns of a conversation, oldest first (question, answer, citations, feedback)."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
+                "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.id",
+                (conversation_id,)).fetchall()
+        return [self._message_dict(r) for r in rows]
+
+    def get_message(self, message_id: int) -> dict[str, Any]:
+        """One stored message with its feedback, or StoreError if it does not exist."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
+                "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No message with id {message_id}.")
+        return self._message_dict(row)
+
+    @staticmethod
+    def _message_dict(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["citations"] = json.loads(d["citations"] or "[]")
+        d["timings"] = json.loads(d["timings"]) if d.get("timings") else {}
+        d["escalation"] = json.loads(d["escalation"]) if d.get("escalation") else None
+        d["refused"] = bool(d["refused"])
+        return d
+
+    def recent_messages(self, limit: int = 50, surface: str | None = None) -> list[dict[str, Any]]:
+        """The newest stored questions and answers, newest first."""
+        sql = ("SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
+               "LEFT JOIN feedback f ON f.message_id = m.id")
+        args: list[Any] = []
+        if surface:
+            sql += " WHERE m.surface = ?"
+            args.append(surface)
+        sql += " ORDER BY m.id DESC LIMIT ?"
+        args.append(limit)
+        with self._connect() as conn:
+            return [self._message_dict(r) for r in conn.execute(sql, args).fetchall()]
+
+    # ---- feedback ----------------------------------------------------------------------------------------------
+    def add_feedback(self, conversation_id: str, message_id: int, rating: int, reason: str | None = None,
+                     user: str | None = None, at: datetime | None = None) -> int:
+        """Store a thumbs up (+1) or down (-1) with an optional reason; a later rating of the same answer wins."""
+        if rating not in (1, -1):
+            raise InputRejectedError(f"Feedback rating must be +1 or -1, not {rating!r}.")
+        reason = (reason or "").strip()[:2000] or None
+        when = _iso(at)
+        with self._connect() as conn:
+            row = conn.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None or row["conversation_id"] != conversation_id:
+                raise StoreError(f"No answer {message_id} in conversation {conversation_id}; feedback not stored.")
+            cur = conn.execute(
+                "INSERT INTO feedback (message_id, conversation_id, rating, reason, user, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET rating = excluded.rating, "
+                "reason = excluded.reason, user = excluded.user, created_at = excluded.created_at "
+                "RETURNING id",
+                (message_id, conversation_id, rating, self.redact(reason), user, when))
+            fid = int(cur.fetchone()[0])
+            self._audit(conn, "feedback", user, None, conversation_id, message_id, [],
+                        f"rating {rating:+d}", when)
+        return fid
+
+    # ---- handoffs ----------------------------------------------------------------------------------------------
+    def add_handoff(self, conversation_id: str, transcript: list[dict[str, Any]], contact: str | None = None,
+                    reason: str | None = None, at: datetime | None = None) -> int:
+        """Queue a conversation for a human; the transcript is redacted, the contact kept so they can reply."""
+        turns = []
+        for turn in transcript or []:
+            text = turn.get("text", turn.get("content", ""))
+            role = str(turn.get("role", "user"))
+            turns.append({"role": role, "text": self.redact(str(text)) or ""})
+        when = _iso(at)
+        with self._connect() as conn:
+            cur = conn.execute(
+                "INSERT INTO handoffs (conversation_id, status, transcript, contact, reason, created_at, updated_at) "
+                "VALUES (?, 'open', ?, ?, ?, ?, ?)",
+                (conversation_id, json.dumps(turns), (contact or "").strip()[:320] or None,
+                 self.redact((reason or "").strip()[:2000] or None), when, when))
+            hid = int(cur.lastrowid)
+            self._audit(conn, "handoff", None, "widget", conversation_id, None, [], f"handoff {hid} opened", when)
+        return hid
+
+    def list_handoffs(self, status: str | None = None, limit: int = 200) -> list[Handoff]:
+        """Handoffs, oldest open first (a queue), optionally only one status."""
+        if status is not None and status not in HANDOFF_STATUSES:
+            raise InputRejectedError(f"Handoff status must be one of {', '.join(HANDOFF_STATUSES)}, not {status!r}.")
+        sql = "SELECT * FROM handoffs"
+        args: list[Any] = []
+        if status:
+            sql += " WHERE status = ?"
+            args.append(status)
+        sql += " ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'claimed' THEN 1 ELSE 2 END, created_at, id LIMIT ?"
+        args.append(limit)
+        with self._connect() as conn:
+            return [self._handoff(r) for r in conn.execute(sql, args).fetchall()]
+
+    def get_handoff(self, handoff_id: int) -> Handoff:
+        """One handoff, or StoreError when the id is unknown."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No handoff with id {handoff_id}.")
+        return self._handoff(row)
+
+    def claim_handoff(self, handoff_id: int, agent: str) -> Handoff:
+        """An agent takes an open handoff; claiming one someone else holds is refused."""
+        return self._move_handoff(handoff_id, agent, "claimed", allowed_from=("open",))
+
+    def close_handoff(self, handoff_id: int, agent: str, note: str | None = None) -> Handoff:
+        """Close an open or claimed handoff with an optional note."""
+        return self._move_handoff(handoff_id, agent, "closed", allowed_from=("open", "claimed"), note=note)
+
+    def reopen_handoff(self, handoff_id: int, agent: str) -> Handoff:
+        """Put a claimed or closed handoff back in the open queue."""
+        return self._move_handoff(handoff_id, agent, "open", allowed_from=("claimed", "closed"))
+
+    def _move_handoff(self, handoff_id: int, agent: str, to: str, allowed_from: tuple[str, ...],
+                      note: str | None = None) -> Handoff:
+        when = _iso(None)
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"No handoff with id {handoff_id}.")
+            if row["status"] not in allowed_from:
+                holder = f" by {row['claimed_by']}" if row["claimed_by"] else ""
+                raise StoreError(f"Handoff {handoff_id} is {row['status']}{holder}; it cannot be {to} now.")
+            claimed_by = agent if to == "claimed" else (None if to == "open" else row["claimed_by"] or agent)
+            conn.execute("UPDATE handoffs SET status = ?, claimed_by = ?, updated_at = ?, "
+                         "closed_note = COALESCE(?, closed_note) WHERE id = ?",
+                         (to, claimed_by, when, self.redact(note), handoff_id))
+            self._audit(conn, f"handoff_{to}", agent, "console", row["conversation_id"], None, [],
+                        f"handoff {handoff_id}", when)
+            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+        return self._handoff(row)
+
+    @staticmethod
+    def _handoff(row: sqlite3.Row) -> Handoff:
+        d = dict(row)
+        d["transcript"] = json.loads(d["transcript"] or "[]")
+        return Handoff(**d)
+
+    def handoff_counts(self) -> dict[str, int]:
+        """Number of handoffs per status."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT status, COUNT(*) AS n FROM handoffs GROUP BY status").fetchall()
+        counts = {s: 0 for s in HANDOFF_STATUSES}
+        counts.update({r["status"]: r["n"] for r in rows})
+        return counts
+
+    # ---- audit log ---------------------------------------------------------------------------------------------
+    def _audit(self, conn: sqlite3.Connection, action: str, who: str | None, surface: str | None,
+               conversation_id: str | None, message_id: int | None, docs: list[dict[str, Any]],
+               detail: str | None, at: str) -> None:
+        conn.execute("INSERT INTO audit_log (at, who, surface, action, conversation_id, message_id, documents, "
+                     "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (at, who, surface, action, conversation_id, message_id, json.dumps(docs), detail))
+
+    def audit(self, action: str, who: str | None = None, surface: str | None = None,
+              conversation_id: str | None = None, message_id: int | None = None,
+              documents: list[dict[str, Any]] | None = None, detail: str | None = None,
+              at: datetime | None = None) -> None:
+        """Append an entry to the audit log (answers, feedback and handoff moves are audited automatically)."""
+        with self._connect() as conn:
+            self._audit(conn, action, who, surface, conversation_id, message_id, documents or [],
+                        self.redact(detail), _iso(at))
+
+    def audit_log(self, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
+        """The newest audit entries first."""
+        sql = "SELECT * FROM audit_log"
+        args: list[Any] = []
+        if action:
+            sql += " WHERE action = ?"
+            args.append(action)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._connect() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [AuditEntry(**{**dict(r), "documents": json.loads(r["documents"] or "[]")}) for r in rows]
+
+    # ---- analytics ---------------------------------------------------------------------------------------------
+    def questions_per_day(self, days: int | None = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Per UTC day: questions, answered, refused and errors (days with no questions included as zeros)."""
+        since = _since_iso(days, now)
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS questions, "
+                "SUM(CASE WHEN error IS NULL AND refused = 0 THEN 1 ELSE 0 END) AS answered, "
+                "SUM(refused) AS refused, SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END) AS errors "
+                "FROM messages WHERE created_at >= ? GROUP BY day ORDER BY day", (since,)).fetchall()
+        by_day = {r["day"]: dict(r) for r in rows}
+        if days is None:
+            return list(by_day.values())
+        today = (now or _now()).astimezone(UTC).date()
+        out = []
+        for i in range(days - 1, -1, -1):
+            day = (today - timedelta(days=i)).isoformat()
+            out.append(by_day.get(day, {"day": day, "questions": 0, "answered": 0, "refused": 0, "errors": 0}))
+        return out
+
+    def summary(self, days: int | None = 30, now: datetime | None = None) -> Summary:
+        """Answer and refusal rates, feedback score and latency percentiles over the window."""
+        since = _since_iso(days, now)
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) AS q, SUM(CASE WHEN error IS NULL AND refused = 0 THEN 1 ELSE 0 END) AS a, "
+                "COALESCE(SUM(refused), 0) AS r, SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END) AS e "
+                "FROM messages WHERE created_at >= ?", (since,)).fetchone()
+            fb = conn.execute(
+                "SELECT COUNT(*) AS n, AVG(f.rating) AS score, SUM(CASE WHEN f.rating > 0 THEN 1 ELSE 0 END) AS up "
+                "FROM feedback f JOIN messages m ON m.id = f.message_id WHERE m.created_at >= ?",
+                (since,)).fetchone()
+            lat = [r[0] for r in conn.execute(
+                "SELECT latency_ms FROM messages WHERE created_at >= ? AND latency_ms IS NOT NULL AND error IS NULL",
+                (since,)).fetchall()]
+        q = row["q"] or 0
+        return Summary(
+            questions=q, answered=row["a"] or 0, refused=row["r"] or 0, errors=row["e"] or 0,
+            answer_rate=(row["a"] or 0) / q if q else None, refusal_rate=(row["r"] or 0) / q if q else None,
+            feedback_count=fb["n"] or 0, feedback_score=fb["score"],
+            positive_share=(fb["up"] or 0) / fb["n"] if fb["n"] else None,
+            latency_p50_ms=_percentile(lat, 50), latency_p95_ms=_percentile(lat, 95),
+        )
+
+    def unanswered_questions(self, days: int | None = 30, include_downvoted: bool = True,
+                             now: datetime | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        """Questions the KB could not answer: refusals, plus answers agents rated down (their reason included)."""
+        since = _since_iso(days, now)
+        sql = ("SELECT m.id, m.question, m.created_at, m.refused, f.rating, f.reason FROM messages m "
+               "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.created_at >= ? AND m.error IS NULL AND "
+               "(m.refused = 1" + (" OR f.rating = -1)" if include_downvoted else ")") +
+               " ORDER BY m.id DESC LIMIT ?")
+        with self._connect() as conn:
+            return [dict(r) for r in conn.execute(sql, (since, limit)).fetchall()]
+
+    def content_gaps(self, embed: Callable[[list[str]], np.ndarray], days: int | None = 30,
+                     threshold: float = 0.72, limit: int = 20, now: datetime | None = None) -> list[ContentGap]:
+        """Unanswered questions clustered by meaning with the local embedder, biggest gap first."""
+        rows = self.unanswered_questions(days, now=now)
+        return cluster_questions([(r["question"], r["created_at"]) for r in rows], embed, threshold)[:limit]
+
+    def _citation_rows(self, days: int | None, now: datetime | None) -> list[sqlite3.Row]:
+        since = _since_iso(days, now)
+        with self._connect() as conn:
+            return conn.execute(
+                "SELECT m.id AS message_id, m.created_at, json_extract(c.value, '$.doc_id') AS doc_id, "
+                "json_extract(c.value, '$.title') AS title, json_extract(c.value, '$.version') AS version "
+                "FROM messages m, json_each(m.citations) c WHERE m.created_at >= ?", (since,)).fetchall()
+
+    def most_cited_documents(self, days: int | None = 30, limit: int = 15,
+                             now: datetime | None = None) -> list[CitedDocument]:
+        """Documents by number of citations in the window, with the versions that were cited."""
+        agg: dict[str, dict[str, Any]] = {}
+        for r in self._citation_rows(days, now):
+            a = agg.setdefault(r["doc_id"], {"title": r["title"] or r["doc_id"], "n": 0, "answers": set(),
+                                             "versions": set(), "last": ""})
+            a["n"] += 1
+            a["answers"].add(r["message_id"])
+            if r["version"]:
+                a["versions"].add(str(r["version"]))
+            a["last"] = max(a["last"], r["created_at"])
+        docs = [CitedDocument(k, v["title"], v["n"], len(v["answers"]), tuple(sorted(v["versions"])), v["last"])
+                for k, v in agg.items()]
+        docs.sort(key=lambda d: (-d.citations, d.doc_id))
+        return docs[:limit]
+
+    def stale_cited_documents(self, documents: dict[str, dict[str, Any]], days: int | None = 30,
+                              today: date | None = None, now: datetime | None = None) -> list[StaleCitation]:
+        """Cited documents that are past their review date or superseded, per the index manifest's metadata."""
+        today = today or date.today()
+        out = []
+        for doc in self.most_cited_documents(days, limit=10_000, now=now):
+            meta = (documents.get(doc.doc_id) or {}).get("meta") or {}
+            reasons = []
+            review_due = meta.get("review_due") or ""
+            if review_due and review_due < today.isoformat():
+                reasons.append(f"past review (due {review_due})")
+            superseded_by = meta.get("superseded_by") or ""
+            if superseded_by:
+                reasons.append(f"superseded by {superseded_by}")
+            if not meta:
+                reasons.append("no longer in the knowledge base")
+            elif meta.get("version") and doc.versions and any(v != str(meta["version"]) for v in doc.versions):
+                reasons.append(f"older version cited (current {meta['version']})")
+            if reasons:
+                out.append(StaleCitation(doc.doc_id, meta.get("title") or doc.title, doc.citations, doc.last_cited,
+                                         tuple(reasons), review_due, superseded_by))
+        return out
+
+
+def cluster_questions(items: Sequence[tuple[str, str]], embed: Callable[[list[str]], np.ndarray],
+                      threshold: float = 0.72) -> list[ContentGap]:
+    """Greedy cosine clustering of (question, asked_at) pairs; each cluster is labelled by its commonest wording."""
+    if not items:
+        return []
+    # Identical wordings are one point with a weight, so repeated questions cost one embedding.
+    counts: dict[str, list[str]] = {}
+    for q, at in items:
+        key = " ".join(q.split())
+        counts.setdefault(key, []).append(at)
+    texts = sorted(counts, key=lambda t: (-len(counts[t]), t))
+    vecs = np.asarray(embed(texts), dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = vecs / np.where(norms == 0, 1, norms)
+    centroids: list[np.ndarray] = []
+    members: list[list[int]] = []
+    for i, v in enumerate(vecs):
+        if centroids:
+            sims = np.stack(centroids) @ v
+            best = int(np.argmax(sims))
+            if sims[best] >= threshold:
+                members[best].append(i)
+                c = vecs[members[best]].mean(axis=0)
+                centroids[best] = c / (np.linalg.norm(c) or 1.0)
+                continue
+        centroids.append(v.copy())
+        members.append([i])
+    gaps = []
+    for idx in members:
+        qs = [texts[i] for i in idx]
+        n = sum(len(counts[t]) for t in qs)
+        last = max(max(counts[t]) for t in qs)
+        gaps.append(ContentGap(label=qs[0], count=n, questions=qs, last_asked=last))
+    gaps.sort(key=lambda g: (-g.count, g.label))
+    return gaps
