@@ -145,3 +145,12 @@ def chromium_path() -> str:
             pytest.fail("/usr/bin/chromium is missing: .ci/run must install Debian's chromium")
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def api_server(kb_settings, kb_index, tmp_path_factory):
+    """The HTTP API on real uvicorn (127.0.0.1, free port) over the real kb/ index, own store and webhook."""
+    from api_harness import running_api
+
+    with running_api(kb_settings, kb_index, tmp_path_factory.mktemp("api")) as server:
+        yield server
