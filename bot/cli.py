@@ -148,6 +148,56 @@ def search(
         console.print("   " + r["text"][:400].replace("\n", "\n   "), markup=False, highlight=False)
 
 
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The policy question."),
+    audience: str = typer.Option("internal", help="internal (agents) or public (end users)."),
+    region: list[str] = typer.Option(None, "--region", help="EU, UK, US, ROW (repeatable)."),
+    product: list[str] = typer.Option(None, "--product", help="Product tag (repeatable)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Answer with policy versions in force on YYYY-MM-DD."),
+    history_file: Optional[Path] = typer.Option(None, "--history-file", help="JSON list of earlier turns "
+                                                "[{\"role\": \"user\"|\"agent\", \"text\": ...}]."),
+    composer: Optional[str] = typer.Option(None, "--composer", help="extractive (offline) or chat."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
+) -> None:
+    """Answer a question with verified citations (or an honest refusal), under the requester's filters."""
+    from bot.answer import AnswerService
+
+    s = settings()
+    filters = parse_filters(audience, region, product, as_of)
+    history = None
+    if history_file is not None:
+        try:
+            history = json.loads(history_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"--history-file {history_file}: not a readable JSON list ({exc})")
+    answer = AnswerService(s).ask(question, history, filters, composer)
+    if as_json:
+        print(json.dumps(answer.to_dict(), indent=2, default=str))
+        return
+    style = "yellow" if answer.refused else "green"
+    console.print(answer.text, style=style, markup=False, highlight=False)
+    if answer.refused:
+        console.print(f"[dim]refused: {answer.refusal_reason}[/dim]", highlight=False)
+        for r in answer.related:
+            console.print(f"  related: {r['title']} ({r['doc_id']}) {r['url']}", markup=False, highlight=False)
+    for c in answer.citations:
+        when = f"v{c.version}" + (f", effective {c.effective_date}" if c.effective_date else "")
+        console.print(f"[bold][{c.number}][/bold] {c.title}" + (f" > {c.section}" if c.section else "")
+                      + f" [dim]({c.doc_id}, {c.audience.value}, {when})[/dim]", highlight=False)
+        if c.url:
+            console.print(f"    {c.url}", markup=False, highlight=False)
+        console.print(f"    \"{c.quote}\"", markup=False, highlight=False, style="italic")
+    if answer.escalation:
+        e = answer.escalation
+        console.print(f"[cyan]escalate:[/cyan] queue {e.queue or '-'}, priority {e.priority or '-'}, team "
+                      f"{e.team or '-'} [dim]({e.source_doc_id}: {e.reason})[/dim]", highlight=False)
+    if answer.handoff_offered:
+        console.print("[cyan]handoff to a person offered[/cyan]")
+    timing = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in answer.timings.items())
+    console.print(f"[dim]composer {answer.composer}; confidence {answer.confidence:.2f}; {timing}[/dim]")
+
+
 @kb_app.command("lint")
 def kb_lint(
     paths: list[Path] = typer.Argument(None, help="Folders to check (default: kb/)."),
@@ -280,6 +330,39 @@ def eval_gate(
                   + ", ".join(c["metric"] for c in result.failures), highlight=False)
         raise typer.Exit(1)
     console.print(f"Quality gate passed for {result.suite!r}.")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Worker processes; more than 1 needs a Chroma server (POLICYDESK_CHROMA_HOST)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Start the HTTP API and the help-center widget (demo page at /, OpenAPI docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    s = settings()
+    if workers > 1 and not s.chroma_host:
+        # Several processes opening one embedded Chroma directory can hang (chroma issue 7040).
+        err.print("[red]error:[/red] --workers > 1 needs a Chroma server, because only one process may own the "
+                  "embedded index. Start one with `uv run chroma run --path DIR --host 127.0.0.1 --port 8123`, "
+                  "ingest with POLICYDESK_CHROMA_HOST=127.0.0.1 POLICYDESK_CHROMA_PORT=8123 set, and serve with "
+                  "the same variables; or run one worker.", highlight=False)
+        raise typer.Exit(2)
+    if workers == 1:
+        from bot.api import create_app
+
+        uvicorn.run(create_app(s), host=host, port=port, log_level=log_level)
+        return
+    if _state.data_dir:
+        # Worker processes build their own Settings from the environment; hand --data-dir on that way.
+        os.environ["POLICYDESK_DATA_DIR"] = str(_state.data_dir)
+    uvicorn.run("bot.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)
 
 
 def main() -> None:
