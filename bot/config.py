@@ -56,7 +56,19 @@ class Settings(BaseSettings):
     send_max_tokens_in_extra_body: bool = Field(
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
-    refusal_threshold: float = Field(0.35, description="Minimum retrieval confidence to answer (calibrated).")
+    refusal_threshold: float = Field(
+        0.40, description="Minimum retrieval confidence to answer; calibrated on eval/suites and the corpora "
+        "(docs/readme/answer.md has the sweep)."
+    )
+    refusal_threshold_internal: float | None = Field(
+        None, description="Optional separate threshold for agents (audience internal); unset = refusal_threshold."
+    )
+    answer_max_sentences: int = Field(3, description="Extractive answers: most sentences/items outside a how-to.")
+    answer_max_steps: int = Field(12, description="Extractive answers: most numbered steps kept together.")
+    answer_embed_units: int = Field(
+        0, description="Extractive answers: best units re-ranked by their own MiniLM cosine (about 10 ms each on "
+        "2 cores). 0 = units are scored by lexical overlap plus their chunk's cosine, which measured better."
+    )
 
     # Guard rails
     max_question_chars: int = 2000

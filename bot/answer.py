@@ -1,0 +1,525 @@
+"""The answer chain every surface uses: condense -> retrieve -> compose -> verify -> Answer.
+
+Built from langchain-core runnables (one RunnableLambda per stage, piped into a RunnableSequence) over typed
+stage objects. `AnswerService` holds the Settings, one KnowledgeIndex and the composers, and is built once per
+process; `answer_question` / `stream_answer` are conveniences for one-off calls.
+
+    service = AnswerService(settings)
+    answer = service.ask("How long do EU users have to get a coin refund?", [], Filters(Audience.PUBLIC))
+    answer.text, answer.citations, answer.refused
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from langchain_core.runnables import RunnableLambda
+
+from bot.composers import ChatComposer, Composer, ComposeRequest, Draft, ExtractiveComposer, Source
+from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
+from bot.config import Settings
+from bot.errors import InputRejectedError, ModelEndpointError
+from bot.guard import redact_pii, validate_question
+from bot.index import KnowledgeIndex
+from bot.lexical import analyze
+from bot.models import Answer, Audience, Escalation, Filters, ScoredChunk
+from bot.retrieval import HybridSearcher
+from bot.verify import CitationVerifier, Verified
+
+log = logging.getLogger(__name__)
+
+REFUSAL_LOW_CONFIDENCE = "low_retrieval_confidence"
+REFUSAL_NO_SUPPORT = "no_supported_answer"
+REFUSAL_NO_SOURCES = "no_matching_documents"
+REFUSAL_BLOCKED = "blocked_internal_source"
+REFUSAL_NOT_A_QUESTION = "not_a_question"
+
+# greetings and thanks carry no question; answering them from the KB would cite something at random
+_SMALL_TALK_RE = re.compile(
+    r"^\W*(hi|hello|hey|hiya|yo|thanks|thank you|thx|ty|ok|okay|k|bye|goodbye|cheers|cool|great|yes|no|yep|nope|"
+    r"good (morning|afternoon|evening|night))( there| so much| a lot| all)?\W*$", re.IGNORECASE)
+
+NOT_A_QUESTION_TEXT = "Ask me a question about a support policy, and I'll answer it from the knowledge base."
+REFUSAL_TEXT = {
+    "internal": "The knowledge base does not cover this question, so I can't give a sourced answer.",
+    "public": "I couldn't find an answer to this in our help center.",
+}
+REFUSAL_DETAIL = {
+    REFUSAL_LOW_CONFIDENCE: "no document matches the question closely enough",
+    REFUSAL_NO_SUPPORT: "the closest documents do not contain a verifiable answer",
+    REFUSAL_NO_SOURCES: "no document is visible under the requester's filters",
+    REFUSAL_BLOCKED: "the only sources were not cleared for public answers",
+    REFUSAL_NOT_A_QUESTION: "the message is a greeting or thanks, not a question",
+}
+
+
+# ---- stage objects -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Retrieved:
+    """Retrieve stage output: the numbered sources and how confident retrieval is that they answer."""
+
+    sources: list[Source]
+    confidence: float
+    query_vector: np.ndarray | None = None
+    scored: list[ScoredChunk] = field(default_factory=list)
+
+
+@dataclass
+class Turn:
+    """State flowing through the chain; each stage fills its part and records its time."""
+
+    question: str
+    history: list[dict[str, str]]
+    filters: Filters
+    composer: str
+    condensed: Condensed | None = None
+    retrieved: Retrieved | None = None
+    draft: Draft | None = None
+    verified: Verified | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    on_token: Any = None  # callable(str) when streaming
+
+
+class _MemoEmbedder:
+    """Wraps an embedder with a small LRU so the question and frequent units are embedded once per process."""
+
+    def __init__(self, inner, size: int = 4096):
+        self.inner = inner
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+        self.dimension = getattr(inner, "dimension", None)
+
+    def embed_array(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, computing only those not seen recently."""
+        texts = list(texts)
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vecs = np.asarray(self.inner.embed_array(missing), dtype=np.float32)
+            with self._lock:
+                for t, v in zip(missing, vecs):
+                    self._cache[t] = v
+                    if len(self._cache) > self._size:
+                        self._cache.popitem(last=False)
+        with self._lock:
+            rows = []
+            for t in texts:
+                v = self._cache.get(t)
+                if v is None:  # evicted between the two locks under heavy concurrency
+                    v = np.asarray(self.inner.embed_array([t])[0], dtype=np.float32)
+                else:
+                    self._cache.move_to_end(t)
+                rows.append(v)
+        if not rows:
+            return np.zeros((0, self.dimension or 384), dtype=np.float32)
+        return np.stack(rows)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """LangChain interface."""
+        return self.embed_array(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """LangChain interface."""
+        return self.embed_array([text])[0].tolist()
+
+
+# ---- escalation ----------------------------------------------------------------------------------------
+
+_QUEUE_RE = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`|\b(?:the |queue )([a-z0-9]+(?:-[a-z0-9]+)+)(?: queue)\b")
+_PRIORITY_RE = re.compile(r"\bP([1-4])\b")
+_OWNER_RE = re.compile(r"\bowner ([A-Z][\w&' -]+?)(?:[.;,]|$)")
+_TEAM_TO_RE = re.compile(r"\bto ([A-Z][\w&' ]+?) in the ")
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as the KB's queue table (the escalation matrix) describes it."""
+
+    team: str
+    default_priority: str = ""
+
+
+def queue_table(generation) -> dict[str, QueueInfo]:
+    """Queue name -> team and default priority, from any KB table with 'Queue' and 'Team' columns."""
+    queues: dict[str, QueueInfo] = {}
+    for c in generation.chunks:
+        if "| Queue" not in c.text and "|Queue" not in c.text:
+            continue
+        header: list[str] | None = None
+        for line in c.text.splitlines():
+            if not line.strip().startswith("|"):
+                header = None
+                continue
+            cells = [x.strip() for x in line.strip().strip("|").split("|")]
+            if header is None:
+                header = [h.lower() for h in cells]
+                continue
+            if "queue" in header and "team" in header and len(cells) == len(header):
+                q = cells[header.index("queue")].strip("` ")
+                if re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)+", q):
+                    prio_col = next((i for i, h in enumerate(header) if "priority" in h), None)
+                    # "P2 if the account is being misused, otherwise P3": the last one is the default
+                    found = _PRIORITY_RE.findall(cells[prio_col]) if prio_col is not None else []
+                    queues[q] = QueueInfo(cells[header.index("team")], f"P{found[-1]}" if found else "")
+    return queues
+
+
+def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: dict[str, QueueInfo],
+                    reason_prefix: str = "") -> Escalation | None:
+    """Where to send the case: the line naming a queue (and a priority) in the SOPs/policies of doc_ids that
+    best matches the question; lines of an 'Escalation' section and earlier documents are preferred. The team
+    and a missing priority come from the KB's queue table when there is one."""
+    q_terms = set(analyze(question))
+    best: tuple[float, str, str, str, str, str] | None = None
+    for order, doc_id in enumerate(doc_ids):
+        doc = generation.documents.get(doc_id)
+        if not doc or doc.get("meta", {}).get("type") not in ("sop", "policy"):
+            continue
+        for cid in doc.get("chunk_ids", []):
+            pos = generation.by_id.get(cid)
+            if pos is None:
+                continue
+            chunk = generation.chunks[pos]
+            in_escalation = any("escalat" in s.lower() for s in chunk.section_path)
+            for line in chunk.text.splitlines():
+                qm = _QUEUE_RE.search(line)
+                pm = _PRIORITY_RE.search(line)
+                if not qm or not (pm or in_escalation):
+                    continue
+                queue_name = qm.group(1) or qm.group(2)
+                if queues and queue_name not in queues:
+                    continue
+                overlap = len(q_terms & set(analyze(line))) / max(len(q_terms), 1)
+                score = overlap + (0.5 if in_escalation else 0.0) + (0.2 if pm else 0.0) - 0.2 * order
+                if best is None or score > best[0]:
+                    best = (score, queue_name, f"P{pm.group(1)}" if pm else "", line,
+                            chunk.metadata.get("owner", ""), doc_id)
+    if best is None:
+        return None
+    _, queue_name, priority, line, owner, doc_id = best
+    info = queues.get(queue_name)
+    om = _OWNER_RE.search(line)
+    tm = _TEAM_TO_RE.search(line)
+    team = (info.team if info else "") or (om.group(1).strip() if om else "") or (
+        tm.group(1).strip() if tm else "") or owner
+    reason = re.sub(r"^\s*(?:[-*]|\d+[.)])\s*", "", line).strip()
+    reason = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", reason)
+    return Escalation(team=team, queue=queue_name, priority=priority or (info.default_priority if info else ""),
+                      source_doc_id=doc_id, reason=f"{reason_prefix}{reason}")
+
+
+# ---- the service ---------------------------------------------------------------------------------------
+
+
+class AnswerService:
+    """Settings + one KnowledgeIndex + composers; answers questions through the runnable chain."""
+
+    def __init__(self, settings: Settings, index: KnowledgeIndex | None = None, chat_llm=None,
+                 history_blend: bool = True):
+        self.settings = settings
+        self.history_blend = history_blend
+        self.index = index if index is not None else KnowledgeIndex(settings)
+        # the searcher embeds the query; memoising lets the composer reuse that vector instead of recomputing
+        if not isinstance(getattr(self.index, "_embedder", None), _MemoEmbedder):
+            self.index._embedder = _MemoEmbedder(self.index.embedder)
+        self.embedder: _MemoEmbedder = self.index._embedder
+        self.searcher = HybridSearcher(self.index, settings.fetch_k, settings.rrf_k, settings.dense_weight,
+                                       settings.lexical_weight)
+        self.condenser = DeterministicCondenser()
+        self.verifier = CitationVerifier()
+        self.composers: dict[str, Composer] = {
+            "extractive": ExtractiveComposer(self.embedder.embed_array, max_units=settings.answer_max_sentences,
+                                             max_steps=settings.answer_max_steps,
+                                             embed_units=settings.answer_embed_units),
+        }
+        self._chat_llm = chat_llm
+        self._weights: tuple[str, TermWeights] | None = None
+        self._queues: tuple[str, dict[str, QueueInfo]] | None = None
+        self.chain = (
+            RunnableLambda(self._condense, name="condense")
+            | RunnableLambda(self._retrieve, name="retrieve")
+            | RunnableLambda(self._compose, name="compose")
+            | RunnableLambda(self._verify, name="verify")
+        )
+
+    # helpers -----------------------------------------------------------------------------------------
+    def composer(self, name: str) -> Composer:
+        """The composer called `name` (chat is built on first use)."""
+        if name not in ("extractive", "chat"):
+            raise InputRejectedError(f"composer must be 'extractive' or 'chat', not {name!r}.")
+        if name == "chat" and "chat" not in self.composers:
+            self.composers["chat"] = ChatComposer(self.settings, llm=self._chat_llm)
+        return self.composers[name]
+
+    def weights(self) -> TermWeights:
+        """idf of terms in the served generation (recomputed when the generation changes)."""
+        gen = self.index.generation()
+        if gen is None:
+            return TermWeights.uniform()
+        if self._weights is None or self._weights[0] != gen.name:
+            self._weights = (gen.name, TermWeights.from_generation(gen))
+        return self._weights[1]
+
+    def queues(self, gen) -> dict[str, QueueInfo]:
+        """Queue table of the served generation."""
+        if self._queues is None or self._queues[0] != gen.name:
+            self._queues = (gen.name, queue_table(gen))
+        return self._queues[1]
+
+    def warm(self) -> None:
+        """Load the embedder, the generation and its term weights so the first question is fast."""
+        self.embedder.embed_array(["warm up"])
+        self.queues(self.index.require_generation())
+        self.weights()
+
+    def threshold(self, filters: Filters) -> float:
+        """The refusal threshold for the requester's audience."""
+        internal = self.settings.refusal_threshold_internal
+        if filters.audience is Audience.INTERNAL and internal is not None:
+            return internal
+        return self.settings.refusal_threshold
+
+    # stages ------------------------------------------------------------------------------------------
+    def _timed(self, turn: Turn, stage: str, started: float) -> None:
+        turn.timings[stage] = time.perf_counter() - started
+
+    def _condense(self, turn: Turn) -> Turn:
+        t = time.perf_counter()
+        condenser = self.condenser
+        if turn.composer == "chat" and turn.history:
+            chat = self.composer("chat")
+            condenser = ChatCondenser(lambda msgs: _invoke_text(chat, msgs), self.condenser)
+        turn.condensed = condenser.run(turn.question, turn.history, self.weights())
+        self._timed(turn, "condense", t)
+        return turn
+
+    def _retrieve(self, turn: Turn) -> Turn:
+        t = time.perf_counter()
+        query = turn.condensed.retrieval_query
+        # earlier user turns also steer the search (the retriever blends them in), measured to help on
+        # doc2dial/mtrag follow-ups together with the carried topic terms (README: answer chain figures)
+        history = turn.history if self.history_blend else None
+        scored = self.searcher.search(query, turn.filters, k=self.settings.top_k, history=history)
+        qvec = self.embedder.embed_array([query])[0]  # memoised: the searcher just computed it
+        sims = self._similarities([s.chunk.chunk_id for s in scored], qvec)
+        sources = [Source(i + 1, s.chunk, s.score, sims.get(s.chunk.chunk_id, s.dense_similarity or 0.0))
+                   for i, s in enumerate(scored)]
+        turn.retrieved = Retrieved(sources, retrieval_confidence(turn.condensed, sources, self.weights()), qvec,
+                                   scored)
+        self._timed(turn, "retrieve", t)
+        return turn
+
+    def _compose(self, turn: Turn) -> Turn:
+        t = time.perf_counter()
+        r = turn.retrieved
+        if (not r.sources or r.confidence < self.threshold(turn.filters)
+                or _SMALL_TALK_RE.match(turn.question)):
+            turn.draft = Draft([], r.sources, turn.composer, no_answer=True)  # refused before composing
+        else:
+            request = ComposeRequest(turn.condensed.standalone if turn.condensed.method == "chat"
+                                     else turn.question, turn.condensed, r.sources,
+                                     turn.filters.audience.value, turn.history, self.weights(), r.query_vector)
+            composer = self.composer(turn.composer)
+            try:
+                turn.draft = (composer.stream(request, turn.on_token) if turn.on_token
+                              else composer.run(request))
+            except ModelEndpointError as exc:
+                # the chat endpoint being down must not leave the requester without an answer
+                log.warning("%s; answering extractively instead", exc)
+                turn.draft = self.composer("extractive").run(request)
+                turn.draft.composer = "extractive-fallback"
+        self._timed(turn, "compose", t)
+        return turn
+
+    def _similarities(self, chunk_ids: list[str], qvec: np.ndarray) -> dict[str, float]:
+        """Cosine of the question (without the history blend) and each chunk, from the stored vectors.
+
+        The blended search vector finds the right chunks for follow-ups, but it also makes off-topic questions
+        look close to the conversation's documents; confidence and unit scoring use the question's own vector.
+        Reading 6 stored vectors from Chroma takes about 0.5 ms."""
+        if not chunk_ids:
+            return {}
+        try:
+            got = self.index.collection.get(ids=chunk_ids, include=["embeddings"])
+            vecs = np.asarray(got["embeddings"], dtype=np.float32)
+            return {cid: float(v @ qvec) for cid, v in zip(got["ids"], vecs)}
+        except Exception as exc:  # noqa: BLE001 - a store without vectors: use the search's own similarities
+            log.debug("stored vectors unavailable (%s)", exc)
+            return {}
+
+    def _verify(self, turn: Turn) -> Turn:
+        t = time.perf_counter()
+        turn.verified = self.verifier.run(turn.draft, turn.filters)
+        self._timed(turn, "verify", t)
+        return turn
+
+    # assembling the Answer ---------------------------------------------------------------------------
+    def _answer(self, turn: Turn, started: float) -> Answer:
+        r, v, d = turn.retrieved, turn.verified, turn.draft
+        audience = turn.filters.audience
+        reason = ""
+        if _SMALL_TALK_RE.match(turn.question):
+            reason = REFUSAL_NOT_A_QUESTION
+        elif not r.sources:
+            reason = REFUSAL_NO_SOURCES
+        elif r.confidence < self.threshold(turn.filters):
+            reason = REFUSAL_LOW_CONFIDENCE
+        elif v.blocked:
+            reason = REFUSAL_BLOCKED
+        elif d.no_answer or not v.sentences:
+            reason = REFUSAL_NO_SUPPORT
+        gen = self.index.generation()
+        answer = Answer(
+            question=turn.question,
+            text=v.text if not reason else (NOT_A_QUESTION_TEXT if reason == REFUSAL_NOT_A_QUESTION
+                                            else REFUSAL_TEXT[audience.value]),
+            citations=v.citations if not reason else [],
+            refused=bool(reason),
+            refusal_reason=f"{reason}: {REFUSAL_DETAIL[reason]}" if reason else "",
+            confidence=round(float(r.confidence), 4),
+            composer=d.composer or turn.composer,
+            standalone_question=turn.condensed.standalone,
+            retrieved_doc_ids=list(dict.fromkeys(s.chunk.doc_id for s in r.sources)),
+            unsupported_removed=v.removed,
+        )
+        if reason == REFUSAL_NOT_A_QUESTION:
+            pass
+        elif reason:
+            answer.related = self._related(r.sources, audience)
+            if answer.related:
+                titles = "; ".join(x["title"] for x in answer.related)
+                answer.text += f" Related articles: {titles}."
+        if audience is Audience.INTERNAL and gen is not None:
+            cited = [c.doc_id for c in answer.citations]
+            if cited:
+                answer.escalation = find_escalation(gen, list(dict.fromkeys(cited)), turn.question, self.queues(gen))
+            elif reason == REFUSAL_NO_SUPPORT:  # on-topic but unanswered: where the closest SOP sends such cases
+                answer.escalation = find_escalation(gen, answer.retrieved_doc_ids[:3], turn.question,
+                                                    self.queues(gen), reason_prefix="Closest SOP: ")
+        elif reason and reason != REFUSAL_NOT_A_QUESTION:
+            answer.handoff_offered = True
+            answer.text += " You can ask to talk to a person on our support team."
+        turn.timings["total"] = time.perf_counter() - started
+        answer.timings = {k: round(v_, 6) for k, v_ in turn.timings.items()}
+        log.info("answered %r refused=%s reason=%s confidence=%.3f composer=%s",
+                 redact_pii(turn.question)[:200], answer.refused, reason, answer.confidence, answer.composer)
+        return answer
+
+    def _related(self, sources: list[Source], audience: Audience) -> list[dict[str, str]]:
+        """Closest distinct documents, visible to the requester's audience, for a refusal."""
+        out: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for s in sources:
+            m = s.chunk.metadata
+            if s.chunk.doc_id in seen:
+                continue
+            if audience is Audience.PUBLIC and m.get("audience") != "public":
+                continue  # retrieval already filtered; checked again because a refusal must never leak either
+            seen.add(s.chunk.doc_id)
+            out.append({"doc_id": s.chunk.doc_id, "title": m.get("title", s.chunk.doc_id), "url": m.get("url", "")})
+            if len(out) == 3:
+                break
+        return out
+
+    def _start(self, question: str, history, filters: Filters | None, composer: str | None) -> Turn:
+        q, hist = validate_question(question, history, self.settings)
+        name = (composer or self.settings.composer).lower()
+        self.composer(name)  # validates the name (and configures chat) before any work is done
+        return Turn(q, hist, filters or Filters(), name)
+
+    # public API --------------------------------------------------------------------------------------
+    def ask(self, question: str, history: list[dict] | None = None, filters: Filters | None = None,
+            composer: str | None = None) -> Answer:
+        """Answer one question (with optional history) under the requester's filters."""
+        started = time.perf_counter()
+        turn = self._start(question, history, filters, composer)
+        turn = self.chain.invoke(turn)
+        return self._answer(turn, started)
+
+    def stream(self, question: str, history: list[dict] | None = None, filters: Filters | None = None,
+               composer: str | None = None) -> Iterator[dict]:
+        """Events: {"type": "token"|"sentence", "text"} while composing, then {"type": "final", "answer"}.
+
+        Streamed text is provisional: the final answer holds only sentences whose citations verified.
+        """
+        started = time.perf_counter()
+        turn = self._start(question, history, filters, composer)
+        events: queue.Queue = queue.Queue()
+        turn.on_token = lambda text: events.put({"type": "token", "text": text})
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["answer"] = self._answer(self.chain.invoke(turn), started)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = exc
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=work, name="policydesk-answer", daemon=True)
+        worker.start()
+        streamed = False
+        while True:
+            ev = events.get()
+            if ev is None:
+                break
+            if turn.composer == "chat":
+                streamed = True
+                yield ev
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        answer: Answer = result["answer"]
+        if not streamed and not answer.refused:
+            # extractive answers are complete at once: emit them sentence by sentence (with markers)
+            for line in answer.text.split("\n"):
+                if line.strip():
+                    yield {"type": "sentence", "text": line}
+        yield {"type": "final", "answer": answer.to_dict()}
+
+
+def _invoke_text(chat: ChatComposer, messages: list[tuple[str, str]]) -> str:
+    from bot.composers import _content
+
+    return _content(chat.llm.invoke(messages))
+
+
+def retrieval_confidence(condensed: Condensed, sources: list[Source], weights: TermWeights) -> float:
+    """How likely the retrieved chunks answer the question, in [0, 1]: the best chunk's similarity to the query
+    blended with the idf-weighted share of question terms that the best chunks contain."""
+    if not sources:
+        return 0.0
+    top_sim = max(s.similarity for s in sources[:3])
+    q_terms = {t: weights.idf(t) for t in analyze(condensed.question)}
+    q_terms.update({t: 0.5 * weights.idf(t) for t in analyze(" ".join(condensed.carried_terms)) if t not in q_terms})
+    total = sum(q_terms.values())
+    coverage = 0.0
+    if total:
+        for s in sources[:3]:
+            have = set(analyze(s.chunk.embed_text))
+            coverage = max(coverage, sum(w for t, w in q_terms.items() if t in have) / total)
+    return max(0.0, min(1.0, 0.6 * top_sim + 0.4 * coverage))
+
+
+def answer_question(question: str, history: list[dict] | None, filters: Filters, settings: Settings,
+                    index: KnowledgeIndex | None = None, composer: str | None = None) -> Answer:
+    """Answer one question; builds a service per call, so long-running surfaces should hold an AnswerService."""
+    return AnswerService(settings, index).ask(question, history, filters, composer)
+
+
+def stream_answer(question: str, history: list[dict] | None, filters: Filters, settings: Settings,
+                  index: KnowledgeIndex | None = None, composer: str | None = None) -> Iterator[dict]:
+    """Streaming variant of answer_question (see AnswerService.stream for the events)."""
+    yield from AnswerService(settings, index).stream(question, history, filters, composer)

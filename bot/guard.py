@@ -1,0 +1,187 @@
+"""Input guard: length and shape limits on questions and history, PII redaction, and injection detection.
+
+Questions and documents are data, never instructions. The guard rejects input that cannot be handled safely
+(empty, oversized, control characters, malformed history) with an InputRejectedError a surface turns into a 4xx,
+and redacts personal data before anything is logged or stored.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from bot.config import Settings
+from bot.errors import InputRejectedError
+
+USER_ROLES = frozenset({"user", "human"})
+AGENT_ROLES = frozenset({"agent", "assistant", "ai", "bot"})
+ALLOWED_ROLES = USER_ROLES | AGENT_ROLES | {"system"}
+
+# C0 controls except tab/newline/carriage return, DEL, and Unicode bidi overrides (used to hide text)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def _clean_text(text: str) -> str:
+    """NFC-normalise and strip surrounding whitespace."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def validate_question(question: Any, history: Any, settings: Settings) -> tuple[str, list[dict[str, str]]]:
+    """Check question and history against the limits in Settings; returns (question, history) normalised.
+
+    History turns come back as {"role": "user"|"agent", "text": ...}; "content" is accepted for "text".
+    Raises InputRejectedError with a message the requester can act on.
+    """
+    if not isinstance(question, str):
+        raise InputRejectedError("The question must be a string.")
+    if _CONTROL_RE.search(question):
+        raise InputRejectedError("The question contains control characters; remove them and ask again.")
+    q = _clean_text(question)
+    if not q:
+        raise InputRejectedError("The question is empty; type a question about a support policy.")
+    if len(q) > settings.max_question_chars:
+        raise InputRejectedError(
+            f"The question is {len(q)} characters long; the limit is {settings.max_question_chars}. "
+            "Shorten it to the policy question itself."
+        )
+    return q, normalise_history(history, settings)
+
+
+def normalise_history(history: Any, settings: Settings) -> list[dict[str, str]]:
+    """Validate a conversation history and return it as [{"role": "user"|"agent", "text": ...}]."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise InputRejectedError("history must be a list of {\"role\": ..., \"text\": ...} objects.")
+    if len(history) > settings.max_history_turns:
+        raise InputRejectedError(
+            f"history has {len(history)} turns; the limit is {settings.max_history_turns}. "
+            "Send only the most recent turns."
+        )
+    out: list[dict[str, str]] = []
+    total = 0
+    for i, turn in enumerate(history):
+        if not isinstance(turn, dict):
+            raise InputRejectedError(f"history[{i}] must be an object with 'role' and 'text'.")
+        role = str(turn.get("role", "")).lower()
+        if role not in ALLOWED_ROLES:
+            raise InputRejectedError(f"history[{i}].role must be 'user' or 'agent', not {turn.get('role')!r}.")
+        text = turn.get("text", turn.get("content"))
+        if not isinstance(text, str):
+            raise InputRejectedError(f"history[{i}] needs a 'text' string.")
+        if _CONTROL_RE.search(text):
+            raise InputRejectedError(f"history[{i}] contains control characters.")
+        text = _clean_text(text)
+        total += len(text)
+        if total > settings.max_history_chars:
+            raise InputRejectedError(
+                f"history is longer than {settings.max_history_chars} characters; send fewer or shorter turns."
+            )
+        if role == "system":  # a caller cannot inject system turns: history is conversation data only
+            raise InputRejectedError(f"history[{i}] has role 'system'; only 'user' and 'agent' turns are accepted.")
+        out.append({"role": "user" if role in USER_ROLES else "agent", "text": text})
+    return out
+
+
+def trim_history(history: Sequence[dict[str, str]] | None, settings: Settings) -> list[dict[str, str]]:
+    """The most recent turns that fit the history limits (for surfaces that keep a long transcript)."""
+    out: list[dict[str, str]] = []
+    total = 0
+    for turn in reversed(list(history or [])[-settings.max_history_turns:]):
+        text = turn.get("text") or turn.get("content") or ""
+        if total + len(text) > settings.max_history_chars:
+            break
+        out.insert(0, turn)
+        total += len(text)
+    return out
+
+
+# ---- PII redaction -------------------------------------------------------------------------------------
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
+_CARD_RE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_SSN_RE = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
+_NINO_RE = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+_IPV4_RE = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
+_IPV6_RE = re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}\b")
+# international or national phone numbers: 7-15 digits with the usual separators; dates are excluded below
+_PHONE_RE = re.compile(r"(?<![\w+\-/])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}(?!\w)")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}$")
+
+
+def luhn_ok(digits: str) -> bool:
+    """Whether a digit string passes the Luhn checksum used by payment cards."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    """Whether a string is a valid IBAN (ISO 13616 mod-97 check)."""
+    s = candidate.replace(" ", "")
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+def redact_pii(text: str) -> str:
+    """Replace emails, phone numbers, payment cards (Luhn), IBANs, IP addresses and national ids with tags."""
+    if not text:
+        return text
+    text = _EMAIL_RE.sub("[EMAIL]", text)
+    text = _IBAN_RE.sub(lambda m: "[IBAN]" if iban_ok(m.group()) else m.group(), text)
+
+    def card(m: re.Match) -> str:
+        digits = re.sub(r"\D", "", m.group())
+        return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group()
+
+    text = _CARD_RE.sub(card, text)
+    text = _SSN_RE.sub("[NATIONAL_ID]", text)
+    text = _NINO_RE.sub("[NATIONAL_ID]", text)
+    text = _IPV4_RE.sub("[IP]", text)
+    text = _IPV6_RE.sub(lambda m: "[IP]" if m.group().count(":") >= 2 else m.group(), text)
+
+    def phone(m: re.Match) -> str:
+        s = m.group()
+        digits = re.sub(r"\D", "", s)
+        if not 7 <= len(digits) <= 15 or _DATE_RE.match(s.strip()):
+            return s
+        if not re.search(r"[\s.\-()+]", s) and not s.startswith("+") and len(digits) < 10:
+            return s  # a bare short number (an amount, an order count) is not a phone number
+        return "[PHONE]"
+
+    return _PHONE_RE.sub(phone, text)
+
+
+def redact_history(history: Sequence[dict[str, str]] | None) -> list[dict[str, str]]:
+    """A copy of the history with PII redacted in every turn."""
+    return [{**t, "text": redact_pii(t.get("text") or t.get("content") or "")} for t in history or []]
+
+
+# ---- prompt-injection detection ------------------------------------------------------------------------
+
+_INJECTION_RE = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|your|system)\b"
+    r"[^.\n]{0,20}\b(instructions?|prompts?|rules?|messages?)\b"
+    r"|\bsystem (note|prompt|message|instruction)s?\b"
+    r"|\byou are now\b|\bact as (an? )?(unrestricted|different)\b"
+    r"|\breveal (the |your )?(system prompt|internal|hidden)\b"
+    r"|\bnew instructions?\s*:",
+    re.IGNORECASE,
+)
+
+
+def looks_like_injection(text: str) -> bool:
+    """Whether text reads like an instruction aimed at the assistant rather than policy content."""
+    return bool(_INJECTION_RE.search(text))

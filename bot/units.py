@@ -1,0 +1,189 @@
+"""Split a chunk into answerable units (sentences, list items, steps, table rows) with exact character spans.
+
+Every unit keeps the offsets of its raw text in the chunk, so a quote taken from a unit is always an exact
+substring of the chunk, while `display` is a cleaned form for the answer (links and emphasis removed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from bot.lexical import analyze
+
+_NUMBERED_RE = re.compile(r"^\s*(\d+)[.)]\s+")
+_BULLET_RE = re.compile(r"^\s*[-*+•]\s+")
+_TABLE_RE = re.compile(r"^\s*\|")
+_TABLE_SEP_RE = re.compile(r"^\s*\|?\s*:?-{2,}")
+_HEADING_RE = re.compile(r"^\s*#{1,6}\s+")
+_LINK_RE = re.compile(r"\[([^\]\n]+)\]\((?:[^)\s]+)\)")
+_EMPH_RE = re.compile(r"(\*\*|__)(.+?)\1")
+_BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# a sentence ends at . ! ? (optionally closed by a quote or bracket) followed by space and an opening character
+_BOUNDARY_RE = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[A-Z0-9\"'“‘(\[]|v\d)")  # "v2.0 ..." starts a sentence
+_ABBREV = frozenset(["e.g", "i.e", "etc", "vs", "no", "art", "approx", "mr", "mrs", "ms", "dr", "st", "u.s", "u.k", "inc", "ltd", "co", "sec", "fig", "p", "pp", "ca", "cf", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"])
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One quotable piece of a chunk."""
+
+    start: int  # offsets of the raw text in the chunk: chunk.text[start:end] is the quote
+    end: int
+    kind: str  # sentence | step | item | row | lead
+    display: str  # cleaned text for the answer (no list marker, no link targets)
+    position: int  # order within the chunk
+    list_id: int | None = None  # units of one list share it
+    marker: str = ""  # the original list marker ("3.") of a step
+    terms: frozenset[str] = field(default_factory=frozenset)
+    block: int = 0  # paragraph, list or table the unit belongs to
+
+
+def clean_display(text: str) -> str:
+    """Markdown link targets, emphasis markers and <br> removed; whitespace collapsed."""
+    text = _BR_RE.sub(" ", text)
+    text = _LINK_RE.sub(r"\1", text)
+    text = _EMPH_RE.sub(r"\2", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _sentences(text: str, offset: int) -> list[tuple[int, int]]:
+    """(start, end) spans of the sentences of a paragraph starting at `offset` in the chunk."""
+    spans: list[tuple[int, int]] = []
+    pieces: list[tuple[int, int]] = []
+    # <br> separated parts are separate sentences (IBM Cloud docs use them as paragraph breaks)
+    last = 0
+    for m in _BR_RE.finditer(text):
+        pieces.append((last, m.start()))
+        last = m.end()
+    pieces.append((last, len(text)))
+    for p_start, p_end in pieces:
+        part = text[p_start:p_end]
+        start = 0
+        for m in _BOUNDARY_RE.finditer(part):
+            before = part[start:m.start()].split()
+            last_word = before[-1].lower().rstrip(".") if before else ""
+            if last_word in _ABBREV or (len(last_word) == 1 and last_word.isalpha()):
+                continue
+            end = m.start(1)
+            spans.append((p_start + start, p_start + end))
+            start = m.end()
+        spans.append((p_start + start, p_start + len(part)))
+    out = []
+    for s, e in spans:
+        seg = text[s:e]
+        ls = len(seg) - len(seg.lstrip())
+        rs = len(seg.rstrip())
+        if rs > ls:
+            out.append((offset + s + ls, offset + s + rs))
+    return out
+
+
+def _table_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def split_units(text: str) -> list[Unit]:
+    """Units of a chunk's text, in order; paragraphs become sentences, lists items, tables rows."""
+    units: list[Unit] = []
+    lines: list[tuple[int, str]] = []
+    pos = 0
+    for line in text.split("\n"):
+        lines.append((pos, line))
+        pos += len(line) + 1
+
+    list_id = 0
+    block = 0
+    in_list = False
+    header: list[str] | None = None
+    para: list[tuple[int, str]] = []
+    item: list[tuple[int, str]] = []
+    item_kind = ""
+
+    def add(start: int, end: int, kind: str, display: str, lid: int | None = None, marker: str = "") -> None:
+        display = clean_display(display)
+        if not display:
+            return
+        units.append(Unit(start, end, kind, display, len(units), lid, marker, frozenset(analyze(display)), block))
+
+    def flush_para() -> None:
+        nonlocal para, block
+        if para:
+            block += 1
+            start = para[0][0]
+            end = para[-1][0] + len(para[-1][1])
+            body = text[start:end]
+            for s, e in _sentences(body, start):
+                add(s, e, "sentence", text[s:e])
+        para = []
+
+    def flush_item() -> None:
+        nonlocal item
+        if item:
+            start = item[0][0] + (len(item[0][1]) - len(item[0][1].lstrip()))
+            end = item[-1][0] + len(item[-1][1].rstrip())
+            raw = text[start:end]
+            m = _NUMBERED_RE.match(raw) or _BULLET_RE.match(raw)
+            marker = raw[: m.end()].strip() if m else ""
+            body = raw[m.end():] if m else raw
+            add(start, end, item_kind, body, list_id, marker)
+        item = []
+
+    for start, line in lines:
+        stripped = line.strip()
+        if not stripped:
+            flush_para()
+            flush_item()
+            header = None
+            continue
+        if _HEADING_RE.match(line):
+            flush_para()
+            flush_item()
+            in_list = False
+            continue
+        if _TABLE_RE.match(line):
+            flush_para()
+            flush_item()
+            in_list = False
+            if _TABLE_SEP_RE.match(line.replace("|", "", 1) if line.strip().startswith("|") else line):
+                continue
+            cells = _table_cells(line)
+            if header is None:
+                header = cells
+                block += 1
+                continue
+            if all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                continue
+            s = start + (len(line) - len(line.lstrip()))
+            e = start + len(line.rstrip())
+            rest = [f"{h}: {c}" if h else c for h, c in zip(header[1:], cells[1:]) if c]
+            if len(cells) == 2 and cells[1]:
+                rest = [cells[1]]
+            add(s, e, "row", f"{cells[0]}: {'; '.join(rest)}" if rest and cells[0] else "; ".join(rest) or cells[0])
+            continue
+        header = None
+        numbered = _NUMBERED_RE.match(line)
+        bullet = _BULLET_RE.match(line)
+        if numbered or bullet:
+            if not in_list:
+                # a paragraph sentence ending with ':' right before the list is its lead-in
+                flush_para()
+                if units and units[-1].kind == "sentence" and text[units[-1].start:units[-1].end].endswith(":"):
+                    u = units[-1]
+                    units[-1] = Unit(u.start, u.end, "lead", u.display, u.position, list_id + 1, "", u.terms,
+                                     u.block)
+                list_id += 1
+                block += 1
+                in_list = True
+            flush_item()
+            item_kind = "step" if numbered else "item"
+            item = [(start, line)]
+            continue
+        if item:  # continuation line of a list item
+            item.append((start, line))
+            continue
+        in_list = False
+        para.append((start, line))
+    flush_para()
+    flush_item()
+    return units
