@@ -21,6 +21,7 @@ KNOWN_FIELDS = {
     "id", "title", "type", "audience", "regions", "products", "version", "effective_date", "supersedes",
     "owner", "last_reviewed", "review_every_days", "url",
 }
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster; same safe semantics
 _FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 
 
@@ -91,7 +92,7 @@ def load_document(path: Path) -> Document:
 
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         raise DocumentError(str(path), f"front matter is not valid YAML: {exc}".replace("\n", " ")) from exc
     if not isinstance(data, dict):

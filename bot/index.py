@@ -181,8 +181,15 @@ class Generation:
         self.manifest = manifest
         self.chunks = chunks
         self.by_id = {c.chunk_id: i for i, c in enumerate(chunks)}
-        self.lexical = LexicalIndex([c.embed_text for c in chunks])
+        self._lexical: LexicalIndex | None = None
         self._mask_cache: dict[Filters, np.ndarray] = {}
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """BM25 over the chunks, built on first search (an unchanged re-sync never needs it)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndex([c.embed_text for c in self.chunks])
+        return self._lexical
 
     def mask(self, filters: Filters) -> np.ndarray:
         """1.0 where the chunk is visible under filters, else 0.0 (memoised per generation)."""
