@@ -130,7 +130,7 @@ def search(
     s = settings()
     filters = parse_filters(audience, region, product, as_of, include_superseded)
     index = KnowledgeIndex(s)
-    results = HybridSearcher(index, s.fetch_k, s.rrf_k, s.dense_weight, s.lexical_weight).search(query, filters, k)
+    results = HybridSearcher.from_settings(index, s).search(query, filters, k)
     rows = [{"doc_id": r.chunk.doc_id, "audience": r.chunk.metadata.get("audience"),
              "title": r.chunk.metadata.get("title"), "section": r.chunk.section, "score": round(r.score, 5),
              "version": r.chunk.metadata.get("version"), "effective_date": r.chunk.metadata.get("effective_date"),

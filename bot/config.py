@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     # Embeddings
     embedding_provider: Literal["local", "openai"] = "local"
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model (provider openai).")
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = Field(
+        8, description="Texts per ONNX run. 8 measured ~12% faster than 32 on 2 cores and peaks ~1 GB lower "
+        "(onnxruntime's arena grows with batch x length); see docs/readme/benchmarks.md."
+    )
 
     # Chunking (chosen by measurement on ../shared/corpora; see README)
     chunk_tokens: int = Field(256, description="Maximum tokens per chunk body (cl100k).")
@@ -38,11 +41,26 @@ class Settings(BaseSettings):
     tokenizer_encoding: str = "cl100k_base"
 
     # Retrieval
+    # (defaults measured on ../shared/corpora: docs/readme/benchmarks.md)
     top_k: int = 6
-    fetch_k: int = 40
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+    fetch_k: int = Field(40, description="Candidates taken from each dense and BM25 search before fusion.")
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: weighted sum of min-max normalised scores (measured better); "
+        "rrf: reciprocal rank."
+    )
+    rrf_k: int = Field(60, description="Rank constant when fusion = rrf.")
+    dense_weight: float = Field(0.3, description="Weight of the dense lists in the fusion.")
+    lexical_weight: float = Field(0.7, description="Weight of the BM25 lists in the fusion.")
+    history_turns: int = Field(
+        4, description="Recent user turns that steer a follow-up's search (0 = ignore history)."
+    )
+    history_weight: float = Field(
+        1.5, description="Weight of the history-aware searches relative to the question-only ones."
+    )
+    near_duplicate_jaccard: float = Field(
+        0.6, description="Chunks whose 5-word shingles overlap a better chunk of another document this much are "
+        "moved behind the distinct ones (1 = off)."
+    )
 
     # Answering
     composer: Literal["extractive", "chat"] = "extractive"

@@ -188,7 +188,7 @@ class Generation:
     def lexical(self) -> LexicalIndex:
         """BM25 over the chunks, built on first search (an unchanged re-sync never needs it)."""
         if self._lexical is None:
-            self._lexical = LexicalIndex([c.embed_text for c in self.chunks])
+            self._lexical = LexicalIndex([c.lexical_text for c in self.chunks])
         return self._lexical
 
     def mask(self, filters: Filters) -> np.ndarray:

@@ -1,8 +1,25 @@
-"""Hybrid retrieval: dense (Chroma) + BM25 fused by reciprocal rank, always under the requester's Filters."""
+"""Hybrid retrieval: dense (Chroma) + BM25 fused, always under the requester's Filters.
+
+How a search runs (every step measured on ../shared/corpora; benchmarks/retrieval.py and
+docs/readme/benchmarks.md have the figures):
+1. The question alone is searched densely and with BM25.
+2. With a conversation, a second pair of searches uses the question plus the recent user turns: a blended
+   vector and a BM25 query whose history terms weigh less than the question's. Each turn counts by its recency
+   and by how much it says (idf mass), so "yes, thanks" adds nothing. Searching the question alone as well
+   keeps a conversation that changed topic from dragging in the previous topic's documents.
+3. The lists are fused by a weighted sum of min-max normalised scores (or by reciprocal rank, if configured).
+4. Chunks whose text nearly repeats a better-ranked chunk of another document (the same paragraph copied into
+   several articles) move behind the distinct ones, so the top k cover more than one copy of one passage.
+Filters go to both searches through the index (Chroma `where` + the same rule as a BM25 mask), so dense and
+lexical candidates are always drawn from the same visible set.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -10,10 +27,20 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from bot.config import Settings
 from bot.index import KnowledgeIndex
+from bot.lexical import analyze
 from bot.models import Chunk, Filters, ScoredChunk
 
-HISTORY_WEIGHT = 0.35  # how much earlier user turns pull the query vector (measured on doc2dial follow-ups)
+# History handling. Measured on doc2dial (follow-ups that stay on one page) and mtrag (conversations that drift
+# between passages); the values sit inside a plateau where neighbours score within a question or two.
+HISTORY_DECAY = 0.7  # weight of each earlier user turn relative to the next one
+HISTORY_INFO_SATURATION = 15.0  # idf mass at which a turn counts fully (a topical sentence); "yes" is ~0
+HISTORY_VECTOR_WEIGHT = 1.0  # the history direction added to the question vector, both unit length
+HISTORY_TERM_WEIGHT = 0.6  # a history term's BM25 weight relative to a question term (times the turn's weight)
+SHINGLE = 5  # words per shingle for near-duplicate detection
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Chunk]], weights: Sequence[float], k: int = 60
@@ -32,43 +59,183 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Chunk]], weights: Sequenc
     return [(chunks[c], scores[c], ranks[c]) for c in order]
 
 
+def score_fusion(results: Sequence[Sequence[tuple[Chunk, float]]], weights: Sequence[float]
+                 ) -> list[tuple[Chunk, float, list[int | None]]]:
+    """Fuse scored lists: each list's scores min-max normalised to [0, 1], then a weighted sum per chunk."""
+    scores: dict[str, float] = {}
+    ranks: dict[str, list[int | None]] = {}
+    chunks: dict[str, Chunk] = {}
+    for li, (result, w) in enumerate(zip(results, weights)):
+        if not result:
+            continue
+        values = [s for _, s in result]
+        hi, lo = max(values), min(values)
+        for rank, (chunk, s) in enumerate(result, start=1):
+            cid = chunk.chunk_id
+            chunks[cid] = chunk
+            norm = (s - lo) / (hi - lo) if hi > lo else 1.0
+            scores[cid] = scores.get(cid, 0.0) + w * norm
+            ranks.setdefault(cid, [None] * len(results))[li] = rank
+    order = sorted(scores, key=lambda c: -scores[c])
+    return [(chunks[c], scores[c], ranks[c]) for c in order]
+
+
+def user_turns(history: Sequence[dict[str, str]] | None) -> list[str]:
+    """Texts of the user turns of a conversation, oldest first (accepts "text" or "content")."""
+    return [(h.get("text") or h.get("content") or "") for h in history or []
+            if h.get("role") in ("user", "human")]
+
+
 def history_text(history: Sequence[dict[str, str]] | None, turns: int = 2) -> str:
     """The last few user turns of a conversation, newest last."""
-    if not history:
-        return ""
-    users = [h.get("text") or h.get("content") or "" for h in history if h.get("role") in ("user", "human")]
-    return " ".join(users[-turns:])
+    return " ".join(user_turns(history)[-turns:]) if history else ""
+
+
+def shingles(text: str, n: int = SHINGLE) -> frozenset[tuple[str, ...]]:
+    """Word n-grams of text (lower-cased), for near-duplicate detection."""
+    words = _WORD_RE.findall(text.lower())
+    if len(words) < n:
+        return frozenset([tuple(words)])
+    return frozenset(zip(*(words[i:] for i in range(n))))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """Jaccard similarity of two sets."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+@dataclass(frozen=True)
+class ConversationQuery:
+    """The question plus what the conversation adds: a blended vector and weighted BM25 terms."""
+
+    vector: np.ndarray
+    terms: dict[str, float]
+    weight: float  # 0..1: how much the history says (sum of its turns' weights, capped at 1)
 
 
 class HybridSearcher:
-    """Dense + BM25 retrieval fused by reciprocal rank; the shared work behind the LangChain retriever."""
+    """Dense + BM25 retrieval, fused, with conversation-aware follow-ups; the work behind the LangChain retriever.
+
+    dense_weight and lexical_weight weigh the two kinds of list in the fusion (0.3 / 0.7 measured best with
+    score fusion: BM25 is the sharper signal on support articles, the dense list rescues paraphrases).
+    """
 
     def __init__(self, index: KnowledgeIndex, fetch_k: int = 40, rrf_k: int = 60,
-                 dense_weight: float = 1.0, lexical_weight: float = 1.0):
+                 dense_weight: float = 0.3, lexical_weight: float = 0.7, *,
+                 fusion: Literal["score", "rrf"] = "score", history_turns: int = 4, history_weight: float = 1.5,
+                 near_duplicate_jaccard: float = 0.6):
         self.index = index
         self.fetch_k = fetch_k
         self.rrf_k = rrf_k
         self.weights = (dense_weight, lexical_weight)
+        self.fusion = fusion
+        self.history_turns = history_turns
+        self.history_weight = history_weight
+        self.near_duplicate_jaccard = near_duplicate_jaccard
 
+    @classmethod
+    def from_settings(cls, index: KnowledgeIndex, settings: Settings) -> HybridSearcher:
+        """A searcher configured from Settings (fetch_k, fusion, weights, history, near-duplicates)."""
+        return cls(index, settings.fetch_k, settings.rrf_k, settings.dense_weight, settings.lexical_weight,
+                   fusion=settings.fusion, history_turns=settings.history_turns,
+                   history_weight=settings.history_weight,
+                   near_duplicate_jaccard=settings.near_duplicate_jaccard)
+
+    # ---- conversation ----------------------------------------------------------------------------------
+    def conversation_query(self, query: str, qvec: np.ndarray,
+                           history: Sequence[dict[str, str]] | None) -> ConversationQuery | None:
+        """The question blended with its recent user turns, or None when the history adds nothing."""
+        turns = [t for t in user_turns(history)[-self.history_turns:] if t.strip()] if self.history_turns else []
+        if not turns:
+            return None
+        lexical = self.index.require_generation().lexical
+        weights = []
+        for age, text in enumerate(reversed(turns)):
+            informative = min(1.0, lexical.information(text) / HISTORY_INFO_SATURATION)
+            weights.append(HISTORY_DECAY ** age * informative)
+        weights.reverse()  # back to oldest-first, matching turns
+        kept = [(t, w) for t, w in zip(turns, weights) if w > 0]
+        if not kept:
+            return None
+        vectors = self.index.embedder.embed_array([t for t, _ in kept])
+        mix = sum(w * v for (_, w), v in zip(kept, vectors))
+        norm = float(np.linalg.norm(mix))
+        if norm == 0.0:
+            return None
+        # a history of small talk pulls (and weighs in the fusion) as little as it says
+        weight = min(1.0, sum(w for _, w in kept))
+        vec = qvec + HISTORY_VECTOR_WEIGHT * weight * mix / norm
+        vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
+        terms: dict[str, float] = {}
+        for t in analyze(query):
+            terms[t] = terms.get(t, 0.0) + 1.0
+        for text, w in kept:
+            for t in analyze(text):
+                terms[t] = terms.get(t, 0.0) + HISTORY_TERM_WEIGHT * w
+        return ConversationQuery(vec, terms, weight)
+
+    # ---- search ----------------------------------------------------------------------------------------
     def search(self, query: str, filters: Filters, k: int = 6,
                history: Sequence[dict[str, str]] | None = None) -> list[ScoredChunk]:
-        """Top-k chunks for query under filters; history (earlier turns) steers follow-up questions."""
-        prior = history_text(history)
-        embedder = self.index.embedder
-        vec = embedder.embed_array([query])[0]
-        if prior:
-            pvec = embedder.embed_array([prior])[0]
-            vec = vec + HISTORY_WEIGHT * pvec
-            vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
-        dense = self.index.dense_search(vec, filters, self.fetch_k)
-        lexical_query = f"{query} {prior}" if prior else query
-        lexical = self.index.lexical_search(lexical_query, filters, self.fetch_k)
-        fused = reciprocal_rank_fusion([[c for c, _ in dense], [c for c, _ in lexical]], self.weights, self.rrf_k)
-        sims = {c.chunk_id: s for c, s in dense}
-        return [
-            ScoredChunk(chunk=c, score=s, dense_rank=r[0], lexical_rank=r[1], dense_similarity=sims.get(c.chunk_id))
-            for c, s, r in fused[:k]
+        """Top-k chunks for query under filters; history (earlier turns) steers follow-up questions.
+
+        dense_similarity is the cosine between the question itself (not the history blend) and the chunk, when
+        the chunk came back from the question's own dense search."""
+        qvec = self.index.embedder.embed_array([query])[0]
+        lists: list[list[tuple[Chunk, float]]] = [
+            self.index.dense_search(qvec, filters, self.fetch_k),
+            self.index.lexical_search(query, filters, self.fetch_k),
         ]
+        list_weights = [1.0, 1.0]
+        conv = self.conversation_query(query, qvec, history)
+        if conv is not None:
+            lists.append(self.index.dense_search(conv.vector, filters, self.fetch_k))
+            # the weighted-term query goes through the same filtered path as a text query
+            lists.append(self.index.lexical_search(conv.terms, filters, self.fetch_k))  # type: ignore[arg-type]
+            list_weights += [self.history_weight * conv.weight] * 2
+        kinds = [0, 1] * (len(lists) // 2)  # 0 = dense, 1 = lexical
+        if self.fusion == "rrf":
+            fused = reciprocal_rank_fusion([[c for c, _ in l] for l in lists],
+                                           [w * self.weights[kd] for w, kd in zip(list_weights, kinds)],
+                                           self.rrf_k)
+        else:
+            fused = score_fusion(lists, [w * self.weights[kd] for w, kd in zip(list_weights, kinds)])
+        fused = self._demote_near_duplicates(fused, k)
+        sims = {c.chunk_id: s for c, s in lists[0]}
+        top = fused[:k]
+        best = top[0][1] if top else 1.0
+        out = []
+        for chunk, score, ranks in top:
+            dense = [r for r, kd in zip(ranks, kinds) if kd == 0 and r is not None]
+            lexical = [r for r, kd in zip(ranks, kinds) if kd == 1 and r is not None]
+            out.append(ScoredChunk(chunk=chunk, score=score / best if self.fusion == "score" and best else score,
+                                   dense_rank=min(dense) if dense else None,
+                                   lexical_rank=min(lexical) if lexical else None,
+                                   dense_similarity=sims.get(chunk.chunk_id)))
+        return out
+
+    def _demote_near_duplicates(self, fused: list[tuple[Chunk, float, list[int | None]]], k: int
+                                ) -> list[tuple[Chunk, float, list[int | None]]]:
+        """Move chunks that nearly repeat a better-ranked chunk of another document behind the distinct ones."""
+        if not self.near_duplicate_jaccard or self.near_duplicate_jaccard >= 1.0:
+            return fused
+        kept: list[tuple[Chunk, float, list[int | None]]] = []
+        kept_shingles: list[tuple[str, frozenset]] = []
+        later: list[tuple[Chunk, float, list[int | None]]] = []
+        for pos, item in enumerate(fused):
+            if len(kept) >= k:  # the top k are settled; the order of the rest does not matter to the caller
+                return kept + later + fused[pos:]
+            chunk = item[0]
+            sh = shingles(chunk.text)
+            if any(doc != chunk.doc_id and jaccard(sh, other) >= self.near_duplicate_jaccard
+                   for doc, other in kept_shingles):
+                later.append(item)
+                continue
+            kept.append(item)
+            kept_shingles.append((chunk.doc_id, sh))
+        return kept + later
 
 
 def to_langchain(scored: ScoredChunk) -> LCDocument:
@@ -82,7 +249,7 @@ def to_langchain(scored: ScoredChunk) -> LCDocument:
 
 
 class HybridRetriever(BaseRetriever):
-    """Dense + BM25 retrieval fused by reciprocal rank, always under the requester's filters."""
+    """Dense + BM25 retrieval, fused, always under the requester's filters."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
