@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model (provider openai).")
     embedding_batch_size: int = Field(
         8, description="Texts per ONNX run. 8 measured ~12% faster than 32 on 2 cores and peaks ~1 GB lower "
-        "(onnxruntime's arena grows with batch x length); see README.md "Benchmarks"."
+        "(onnxruntime's arena grows with batch x length); see README.md (Benchmarks)."
     )
 
     # Chunking (chosen by measurement on ../shared/corpora; see README)
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     tokenizer_encoding: str = "cl100k_base"
 
     # Retrieval
-    # (defaults measured on ../shared/corpora: README.md "Benchmarks")
+    # (defaults measured on ../shared/corpora: README.md (Benchmarks))
     top_k: int = 6
     fetch_k: int = Field(40, description="Candidates taken from each dense and BM25 search before fusion.")
     fusion: Literal["score", "rrf"] = Field(
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
     refusal_threshold: float = Field(
         0.40, description="Minimum retrieval confidence to answer; calibrated on eval/suites and the corpora "
-        "(README.md "Calibration" has the sweep)."
+        "(README.md (Calibration) has the sweep)."
     )
     refusal_threshold_internal: float | None = Field(
         None, description="Optional separate threshold for agents (audience internal); unset = refusal_threshold."

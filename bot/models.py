@@ -71,7 +71,7 @@ class Chunk:
     @property
     def lexical_text(self) -> str:
         """Text BM25 indexes: the title and section path count twice, since a heading names what the passage is
-        about (measured: doc2dial recall@5 +0.013, mtrag unchanged; README.md "Benchmarks")."""
+        about (measured: doc2dial recall@5 +0.013, mtrag unchanged; README.md (Benchmarks))."""
         head = " > ".join((self.metadata.get("title", ""),) + self.section_path)
         return f"{head}\n{self.embed_text}" if head.strip() else self.text
 

@@ -1,7 +1,7 @@
 """Hybrid retrieval: dense (Chroma) + BM25 fused, always under the requester's Filters.
 
 How a search runs (every step measured on ../shared/corpora; benchmarks/retrieval.py and
-README.md "Benchmarks" have the figures):
+README.md (Benchmarks) have the figures):
 1. The question alone is searched densely and with BM25.
 2. With a conversation, a second pair of searches uses the question plus the recent user turns: a blended
    vector and a BM25 query whose history terms weigh less than the question's. Each turn counts by its recency
