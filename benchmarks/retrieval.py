@@ -1,7 +1,8 @@
 """Retrieval benchmarks: ingestion throughput, unchanged re-sync, query latency at scale, peak RSS, and retrieval
 quality on ../shared/corpora against two baselines (the plain LangChain recipe and BM25 alone).
 
-    uv run python benchmarks/retrieval.py               # everything (about 15-30 min on 2 cores, first run)
+    uv run python benchmarks/retrieval.py               # everything: ~30 min on 2 cores the first time
+                                                        # (100k-chunk build, corpus indexes), ~10 min after
     uv run python benchmarks/retrieval.py --quality     # only the quality tables
     uv run python benchmarks/retrieval.py --latency --ingest --quick
 
@@ -270,7 +271,7 @@ def ingest_benchmark(workdir: Path, quick: bool) -> dict[str, Any]:
     staged = Path(tempfile.mkdtemp(dir=workdir, prefix="ingest-src-"))
     for f in files:
         shutil.copy(f, staged / f.name)
-    s = Settings(data_dir=Path(tempfile.mkdtemp(dir=workdir, prefix="ingest-data-")), kb_dir=staged)
+    s = Settings(kb_dir=staged)
     # the exact texts the index will embed
     chunker = Chunker(s.chunk_tokens, s.chunk_overlap_tokens, s.tokenizer_encoding)
     texts = [c.embed_text for d in load_paths([staged]).documents for c in chunker.run(d, doc_metadata(d, 0, None))]
@@ -282,23 +283,28 @@ def ingest_benchmark(workdir: Path, quick: bool) -> dict[str, Any]:
         embedder.embed_array(texts)
         return len(texts) / (time.perf_counter() - wall), len(texts) / (time.process_time() - cpu)
 
-    # raw, ingest, raw: the machine is shared, so compare against the mean of the runs either side; CPU-time
-    # rates (all threads of this process) are less sensitive to other processes than wall-clock rates
-    raw_before, raw_before_cpu = raw()
-    index = KnowledgeIndex(s, embedder=embedder)
-    wall, cpu = time.perf_counter(), time.process_time()
-    report = index.sync([staged])
-    ingest_s, ingest_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    raw_after, raw_after_cpu = raw()
-    raw_rate = (raw_before + raw_after) / 2
-    raw_cpu = (raw_before_cpu + raw_after_cpu) / 2
-    ingest_rate = report.chunks_total / ingest_s
-    ingest_cpu_rate = report.chunks_total / ingest_cpu
+    def ingest() -> tuple[float, float, int, float]:
+        data = Settings(data_dir=Path(tempfile.mkdtemp(dir=workdir, prefix="ingest-data-")), kb_dir=staged)
+        index = KnowledgeIndex(data, embedder=embedder)
+        wall, cpu = time.perf_counter(), time.process_time()
+        report = index.sync([staged])
+        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        shutil.rmtree(data.data_dir, ignore_errors=True)
+        return report.chunks_total / wall_s, report.chunks_total / cpu_s, report.chunks_total, wall_s
+
+    # raw, ingest, raw, ingest: the machine is shared, so each side keeps its best run (the one least disturbed
+    # by other processes); CPU-time rates (all threads of this process) are less sensitive to other processes
+    raws, ingests = [], []
+    for _ in range(2):
+        raws.append(raw())
+        ingests.append(ingest())
     shutil.rmtree(staged, ignore_errors=True)
-    shutil.rmtree(s.data_dir, ignore_errors=True)
-    return {"docs": len(files), "chunks": report.chunks_total, "raw_before": raw_before, "raw_after": raw_after,
-            "raw": raw_rate, "ingest": ingest_rate, "ingest_seconds": ingest_s, "ratio": ingest_rate / raw_rate,
-            "raw_cpu": raw_cpu, "ingest_cpu": ingest_cpu_rate, "ratio_cpu": ingest_cpu_rate / raw_cpu,
+    raw_rate, raw_cpu = max(r[0] for r in raws), max(r[1] for r in raws)
+    ingest_rate, ingest_cpu = max(i[0] for i in ingests), max(i[1] for i in ingests)
+    return {"docs": len(files), "chunks": ingests[0][2], "raw_runs": [r[0] for r in raws],
+            "ingest_runs": [i[0] for i in ingests], "raw": raw_rate, "ingest": ingest_rate,
+            "ingest_seconds": min(i[3] for i in ingests), "ratio": ingest_rate / raw_rate,
+            "raw_cpu": raw_cpu, "ingest_cpu": ingest_cpu, "ratio_cpu": ingest_cpu / raw_cpu,
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -421,8 +427,11 @@ def latency_at(n_chunks: int, workdir: str, queries: int) -> dict[str, Any]:
         "public + EU": (Filters(audience=Audience.PUBLIC, regions=("EU",)), None),
         "internal + history": (Filters(audience=Audience.INTERNAL), history),
     }
+    started = time.perf_counter()
+    searcher.search(qs[0], Filters(audience=Audience.INTERNAL), s.top_k)  # builds BM25, loads HNSW pages
+    first_s = time.perf_counter() - started
     out: dict[str, Any] = {"n_target": n_chunks, "chunks": len(gen.chunks), "build_s": built["build_s"],
-                           "open_s": open_s, "cases": {}}
+                           "open_s": open_s, "first_query_s": first_s, "cases": {}}
     for name, (filters, hist) in cases.items():
         for q in qs[:5]:  # warm-up: filter masks, HNSW pages, ONNX session
             searcher.search(q, filters, s.top_k, hist)
@@ -502,17 +511,19 @@ def main(argv: list[str] | None = None) -> int:
                     "peak RSS MiB"):
             t.add_column(col, justify="right")
         ok = ing["ratio"] >= 0.9
-        t.add_row(str(ing["docs"]), str(ing["chunks"]), "wall",
-                  f"{ing['raw']:.1f} ({ing['raw_before']:.1f} before, {ing['raw_after']:.1f} after)",
-                  f"{ing['ingest']:.1f}", f"[{'green' if ok else 'red'}]{ing['ratio']:.0%}[/] (>= 90%)",
+        t.add_row(str(ing["docs"]), str(ing["chunks"]), "wall, best of 2",
+                  f"{ing['raw']:.1f} (runs {_runs(ing['raw_runs'])})",
+                  f"{ing['ingest']:.1f} (runs {_runs(ing['ingest_runs'])})",
+                  f"[{'green' if ok else 'red'}]{ing['ratio']:.0%}[/] (>= 90%)",
                   f"{ing['ingest_seconds']:.1f}", f"{ing['peak_rss_mb']:.0f}")
         ok = ing["ratio_cpu"] >= 0.9
-        t.add_row("", "", "CPU", f"{ing['raw_cpu']:.1f}", f"{ing['ingest_cpu']:.1f}",
+        t.add_row("", "", "CPU time, best of 2", f"{ing['raw_cpu']:.1f}", f"{ing['ingest_cpu']:.1f}",
                   f"[{'green' if ok else 'red'}]{ing['ratio_cpu']:.0%}[/]", "", "")
         console.print(t)
         rs = run_isolated(resync_benchmark, args.workdir)
         results.resync = rs
-        t = Table(title="Re-sync of an unchanged kb/ (new KnowledgeIndex each time: manifest, load, hash, BM25)")
+        t = Table(title="Re-sync of an unchanged kb/ (a new KnowledgeIndex each time: read the manifest, load and "
+                        "hash the files)")
         for col in ("docs", "chunks", "failed files", "sync() median s", "sync() max s", "`policydesk ingest` wall s",
                     "peak RSS MiB"):
             t.add_column(col, justify="right")
@@ -527,8 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         queries = args.queries or (60 if args.quick else 200)
         t = Table(title=f"Query latency, HybridSearcher.search top-{defaults.top_k} (synthetic text, random unit "
                         "chunk vectors, real MiniLM query embedding; ms)")
-        for col in ("chunks", "case", "p50", "p95", "embed / dense / bm25 p50", "index open s", "build s",
-                    "peak RSS MiB"):
+        for col in ("chunks", "case", "p50", "p95", "embed / dense / bm25 p50", "open s / first query s",
+                    "build s", "peak RSS MiB"):
             t.add_column(col, justify="right")
         for n in sizes:
             with console.status(f"[dim]{n} chunks: building (first run only) and querying..."):
@@ -541,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 parts = lat["parts_p50"]
                 t.add_row(f"{lat['chunks']:,}" if i == 0 else "", case, f"{v['p50']:.1f}", mark,
                           f"{parts['embed']:.1f} / {parts['dense']:.1f} / {parts['bm25']:.1f}" if i == 0 else "",
-                          f"{lat['open_s']:.1f}" if i == 0 else "",
+                          f"{lat['open_s']:.1f} / {lat['first_query_s']:.1f}" if i == 0 else "",
                           f"{lat['build_s']:.0f}" if i == 0 and lat["build_s"] else ("cached" if i == 0 else ""),
                           f"{lat['peak_rss_mb']:.0f}" if i == 0 else "")
         console.print(t)
@@ -557,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(asdict(results), indent=2))
     return 0
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 def _quality_dicts(workdir: Path, quick: bool) -> list[dict[str, Any]]:

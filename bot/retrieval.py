@@ -2,14 +2,15 @@
 
 How a search runs (every step measured on ../shared/corpora; benchmarks/retrieval.py and
 README.md (Benchmarks) have the figures):
-1. The question alone is searched densely and with BM25.
+1. The question alone is searched densely and with BM25 (BM25 counts each chunk's title and section path twice:
+   Chunk.lexical_text).
 2. With a conversation, a second pair of searches uses the question plus the recent user turns: a blended
    vector and a BM25 query whose history terms weigh less than the question's. Each turn counts by its recency
-   and by how much it says (idf mass), so "yes, thanks" adds nothing. Searching the question alone as well
-   keeps a conversation that changed topic from dragging in the previous topic's documents.
+   and by how much it says (idf mass), so "yes, thanks" adds next to nothing. Searching the question alone as
+   well keeps a conversation that changed topic from dragging in the previous topic's documents.
 3. The lists are fused by a weighted sum of min-max normalised scores (or by reciprocal rank, if configured).
 4. Chunks whose text nearly repeats a better-ranked chunk of another document (the same paragraph copied into
-   several articles) move behind the distinct ones, so the top k cover more than one copy of one passage.
+   several articles) move behind the distinct ones, so the top k are not several copies of one passage.
 Filters go to both searches through the index (Chroma `where` + the same rule as a BM25 mask), so dense and
 lexical candidates are always drawn from the same visible set.
 """
@@ -99,11 +100,15 @@ def shingles(text: str, n: int = SHINGLE) -> frozenset[tuple[str, ...]]:
     return frozenset(zip(*(words[i:] for i in range(n))))
 
 
-def jaccard(a: frozenset, b: frozenset) -> float:
-    """Jaccard similarity of two sets."""
+def jaccard(a: frozenset, b: frozenset, at_least: float = 0.0) -> float:
+    """Jaccard similarity of two sets; 0 without intersecting them when it cannot reach `at_least`."""
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    small, large = sorted((len(a), len(b)))
+    if small < at_least * large:  # |a & b| <= small and |a | b| >= large bound the similarity
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
 
 
 @dataclass(frozen=True)
@@ -229,8 +234,8 @@ class HybridSearcher:
                 return kept + later + fused[pos:]
             chunk = item[0]
             sh = shingles(chunk.text)
-            if any(doc != chunk.doc_id and jaccard(sh, other) >= self.near_duplicate_jaccard
-                   for doc, other in kept_shingles):
+            limit = self.near_duplicate_jaccard
+            if any(doc != chunk.doc_id and jaccard(sh, other, limit) >= limit for doc, other in kept_shingles):
                 later.append(item)
                 continue
             kept.append(item)
