@@ -12,22 +12,37 @@ pytestmark = pytest.mark.browser
 # Records every text the streaming answer bubble shows before the final answer replaces it.
 RECORD_DRAFTS = """
 () => {
-  // Record text as it is added under a message that is still streaming. Mutation callbacks are batched, so
-  // read the added nodes of each record (they keep their text) rather than the element's state at callback time.
+  // Record text as it is added under a message that is still streaming. Mutation callbacks are batched (on a
+  // fast machine the whole stream can land in one callback, after the answer is final), so decide from the
+  // records in order: text added under a bot message before the record that removed its pd-streaming class.
   const root = document.querySelector('#policydesk-widget').shadowRoot;
+  const done = new WeakSet();
+  // The final render empties the bubble, detaching the draft's element: remember removed nodes' old parents.
+  const parentOf = new WeakMap();
+  const owner = (node) => {
+    for (let n = node; n; n = n.parentNode || parentOf.get(n)) {
+      if (n.nodeType === 1 && n.classList.contains('pd-bot')) return n;
+    }
+    return null;
+  };
   window.__drafts = [];
   new MutationObserver((records) => {
+    for (const r of records) for (const n of r.removedNodes) parentOf.set(n, r.target);
     for (const r of records) {
-      const host = r.target.nodeType === 1 ? r.target : r.target.parentElement;
-      const msg = host && host.closest('.pd-bot');
+      const msg = owner(r.target);
       if (!msg) continue;
-      const streaming = msg.classList.contains('pd-streaming') || r.oldValue !== null;
+      if (r.type === 'attributes') {
+        if ((r.oldValue || '').includes('pd-streaming')) done.add(msg);
+        continue;
+      }
+      if (done.has(msg)) continue;
       for (const n of r.addedNodes) {
-        if (n.textContent && streaming) window.__drafts.push(n.textContent);
+        if (n.textContent) window.__drafts.push(n.textContent);
       }
       if (r.type === 'characterData' && r.target.textContent) window.__drafts.push(r.target.textContent);
     }
-  }).observe(root, {subtree: true, childList: true, characterData: true});
+  }).observe(root, {subtree: true, childList: true, characterData: true,
+                    attributes: true, attributeFilter: ['class'], attributeOldValue: true});
 }
 """
 
