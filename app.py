@@ -12,7 +12,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from bot.config import Settings
-from bot.console import get_index, get_ingest_lock, progress_fraction, sync_summary_text, user_message
+from bot.console import get_index, get_ingest_lock, sync_with_progress
 
 log = logging.getLogger("policydesk.console")
 
@@ -46,27 +46,13 @@ def ensure_index(settings: Settings) -> None:
         gen = index.generation()  # another session may have finished while we waited
         if gen is not None and gen.chunks:
             return
-        with st.status(f"Building the knowledge index from {settings.kb_dir} (first start)...",
-                       expanded=True) as status:
-            bar = st.progress(0.0, text="Loading and chunking documents...")
-
-            def progress(stage: str, done: int, total: int) -> None:
-                frac, label = progress_fraction(stage, done, total)
-                bar.progress(frac, text=label)
-
-            try:
-                report = index.sync(progress=progress)
-            except Exception as exc:
-                log.exception("first-start ingest failed")
-                status.update(label="Building the knowledge index failed", state="error", expanded=True)
-                _, text = user_message(exc, settings)
-                st.error(text)
-                return
-            bar.progress(1.0, text="Done")
-            status.update(label=f"Knowledge index ready: {sync_summary_text(report)}", state="complete",
-                          expanded=bool(report.failed))
-            for problem in report.failed.values():
-                st.warning(f"Not indexed: {problem}")
+        report = sync_with_progress(index, settings, f"Building the knowledge index from {settings.kb_dir} "
+                                    "(first start)...", "Building the knowledge index failed",
+                                    "Knowledge index ready: ")
+        if report is None:
+            return
+        for problem in report.failed.values():
+            st.warning(f"Not indexed: {problem}")
         st.session_state["first_sync_report"] = report.summary()
 
 

@@ -235,8 +235,7 @@ class AnswerService:
         if not isinstance(getattr(self.index, "_embedder", None), _MemoEmbedder):
             self.index._embedder = _MemoEmbedder(self.index.embedder)
         self.embedder: _MemoEmbedder = self.index._embedder
-        self.searcher = HybridSearcher(self.index, settings.fetch_k, settings.rrf_k, settings.dense_weight,
-                                       settings.lexical_weight)
+        self.searcher = HybridSearcher.from_settings(self.index, settings)
         self.condenser = DeterministicCondenser()
         self.verifier = CitationVerifier()
         self.composers: dict[str, Composer] = {
@@ -279,9 +278,11 @@ class AnswerService:
         return self._queues[1]
 
     def warm(self) -> None:
-        """Load the embedder, the generation and its term weights so the first question is fast."""
+        """Load the embedder, the generation, its BM25 index and term weights so the first question is fast."""
         self.embedder.embed_array(["warm up"])
-        self.queues(self.index.require_generation())
+        gen = self.index.require_generation()
+        gen.lexical  # noqa: B018 - builds BM25 now rather than inside the first question (seconds at 100k chunks)
+        self.queues(gen)
         self.weights()
 
     def threshold(self, filters: Filters) -> float:
@@ -352,9 +353,7 @@ class AnswerService:
         if not chunk_ids:
             return {}
         try:
-            got = self.index.collection.get(ids=chunk_ids, include=["embeddings"])
-            vecs = np.asarray(got["embeddings"], dtype=np.float32)
-            return {cid: float(v @ qvec) for cid, v in zip(got["ids"], vecs)}
+            return {cid: float(v @ qvec) for cid, v in self.index.stored_vectors(chunk_ids).items()}
         except Exception as exc:  # noqa: BLE001 - a store without vectors: use the search's own similarities
             log.debug("stored vectors unavailable (%s)", exc)
             return {}

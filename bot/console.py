@@ -302,6 +302,32 @@ def sync_summary_text(report) -> str:
             f"in {report.seconds:.1f}s")
 
 
+def sync_with_progress(index, settings: Settings, running: str, failed: str, done: str, expand_done: bool = False):
+    """Run index.sync in a Streamlit status box with a progress bar; the SyncReport, or None after showing the error.
+
+    running / failed / done are the box's labels (done is followed by the sync summary)."""
+    import streamlit as st
+
+    with st.status(running, expanded=True) as status:
+        bar = st.progress(0.0, text="Loading and chunking documents...")
+
+        def progress(stage: str, n: int, total: int) -> None:
+            frac, label = progress_fraction(stage, n, total)
+            bar.progress(frac, text=label)
+
+        try:
+            report = index.sync(progress=progress)
+        except Exception as exc:  # shown to the agent as an actionable message, logged in full
+            log.exception("%s", failed)
+            status.update(label=failed, state="error", expanded=True)
+            st.error(user_message(exc, settings)[1])
+            return None
+        bar.progress(1.0, text="Done")
+        status.update(label=f"{done}{sync_summary_text(report)}", state="complete",
+                      expanded=expand_done or bool(report.failed))
+    return report
+
+
 # ---- knowledge-base page ---------------------------------------------------------------------------------
 def kb_rows(documents: dict[str, dict[str, Any]], lint_issues: Sequence[Any] = (), kb_dir: Path | None = None,
             today: date | None = None) -> list[dict[str, Any]]:

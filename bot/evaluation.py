@@ -646,9 +646,7 @@ def retrieval_answerer(settings: Settings, index) -> Answerer:
     """Retrieval only: an empty answer carrying the ranked doc ids (for measuring retrieval alone)."""
     from bot.retrieval import HybridSearcher
 
-    searcher = HybridSearcher(
-        index, settings.fetch_k, settings.rrf_k, settings.dense_weight, settings.lexical_weight
-    )
+    searcher = HybridSearcher.from_settings(index, settings)
 
     def ask(question: str, history: list[dict[str, str]], filters: Filters) -> Answer:
         hits = searcher.search(question, filters, settings.top_k, history)
@@ -760,9 +758,7 @@ class EvalRunner:
         self.generation = gen
         from bot.retrieval import HybridSearcher
 
-        self.searcher = HybridSearcher(
-            index, settings.fetch_k, settings.rrf_k, settings.dense_weight, settings.lexical_weight
-        )
+        self.searcher = HybridSearcher.from_settings(index, settings)
         internal = [c.text for c in gen.chunks if c.metadata.get("audience") != "public"]
         public = [c.text for c in gen.chunks if c.metadata.get("audience") == "public"]
         self.leaks = LeakDetector(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -10,6 +11,10 @@ from functools import lru_cache
 
 import bm25s
 import numpy as np
+
+# bm25s pins its own logger to DEBUG at import, which prints "Building index from tokens" on every build
+# whatever the application configured; hand the level back to normal logging configuration.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _STOP = frozenset(

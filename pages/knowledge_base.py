@@ -14,8 +14,8 @@ from bot.console import (
     get_index,
     get_ingest_lock,
     kb_rows,
-    progress_fraction,
     sync_summary_text,
+    sync_with_progress,
     unindexed_lint_rows,
     user_message,
 )
@@ -44,22 +44,9 @@ def resync() -> None:
         st.warning("A sync is already running in this console; wait for it to finish.")
         return
     try:
-        with st.status("Syncing the knowledge index...", expanded=True) as status:
-            bar = st.progress(0.0, text="Loading and chunking documents...")
-
-            def progress(stage: str, done: int, total: int) -> None:
-                frac, label = progress_fraction(stage, done, total)
-                bar.progress(frac, text=label)
-
-            try:
-                report = index.sync(progress=progress)
-            except Exception as exc:
-                log.exception("re-sync failed")
-                status.update(label="Sync failed", state="error")
-                st.error(user_message(exc, settings)[1])
-                return
-            bar.progress(1.0, text="Done")
-            status.update(label=f"Synced: {sync_summary_text(report)}", state="complete", expanded=False)
+        report = sync_with_progress(index, settings, "Syncing the knowledge index...", "Sync failed", "Synced: ")
+        if report is None:
+            return
         st.session_state["kb_sync_message"] = sync_summary_text(report)
         st.session_state["kb_sync_failed"] = dict(report.failed)
     finally:

@@ -1,5 +1,6 @@
 """Index: incremental sync, filters on dense and BM25 alike, versions by date, interrupted ingest, Chroma server."""
 
+import json
 import os
 import shutil
 import signal
@@ -32,6 +33,61 @@ def test_public_requests_never_see_internal_chunks(fixture_index):
         assert all(r.chunk.metadata["audience"] == "public" for r in results)
     internal = searcher.search("fraud-review queue refund requests threshold", Filters(), k=3)
     assert internal[0].chunk.doc_id == "sop-coin-refund"
+
+
+def test_public_vectors_live_in_a_collection_of_their_own(fixture_index):
+    gen = fixture_index.require_generation()
+    public = set(fixture_index.collection("public").get(include=[])["ids"])
+    internal = set(fixture_index.collection("internal").get(include=[])["ids"])
+    assert public == {c.chunk_id for c in gen.chunks if c.metadata["audience"] == "public"}
+    assert internal == {c.chunk_id for c in gen.chunks if c.metadata["audience"] != "public"}
+    assert public and internal and not public & internal
+
+
+def test_an_audience_change_moves_the_vectors(fixture_kb_dir, tmp_path):
+    kb = tmp_path / "kb"
+    shutil.copytree(fixture_kb_dir, kb)
+    index = KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb))
+    index.sync()
+    doc = kb / "sops" / "macro-refund.md"
+    doc.write_text(doc.read_text().replace("audience: internal", "audience: public", 1))
+    report = index.sync()
+    assert report.updated == ["macro-refund"]
+    moved = {c.chunk_id for c in index.require_generation().chunks if c.doc_id == "macro-refund"}
+    assert moved <= set(index.collection("public").get(include=[])["ids"])
+    assert not moved & set(index.collection("internal").get(include=[])["ids"])
+    hits = index.dense_search("anything at all", PUBLIC, 200)
+    assert "macro-refund" in {c.doc_id for c, _ in hits}
+
+
+def test_an_index_with_one_collection_keeps_serving_and_is_split_on_next_sync(fixture_kb_dir, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", kb_dir=fixture_kb_dir)
+    index = KnowledgeIndex(settings)
+    index.sync()
+    # Rewrite it the way releases before the per-audience split stored it: one collection, no layout marker.
+    gen = index.require_generation()
+    vecs = index.stored_vectors([c.chunk_id for c in gen.chunks])
+    legacy = index.collection(None)
+    legacy.add(ids=list(vecs), embeddings=[vecs[i] for i in vecs],
+               metadatas=[gen.chunks[gen.by_id[i]].metadata for i in vecs])
+    for aud in ("public", "internal"):
+        index._client.delete_collection(index.collection(aud).name)
+    gdir = tmp_path / "data" / "gen" / gen.name
+    manifest = json.loads((gdir / "manifest.json").read_text())
+    del manifest["vectors"]
+    (gdir / "manifest.json").write_text(json.dumps(manifest))
+
+    old = KnowledgeIndex(settings)
+    assert not old.require_generation().split_by_audience
+    hits = old.dense_search("withdraw from a shop order", PUBLIC, 50)
+    assert hits and all(c.metadata["audience"] == "public" for c, _ in hits)
+    assert len(old.dense_search("withdraw from a shop order", Filters(), 50)) > len(hits)
+
+    report = old.sync()
+    assert report.ok and report.chunks_embedded == 0  # re-indexed from the embedding cache
+    assert old.require_generation().split_by_audience
+    assert old.vector_ids() == {c.chunk_id for c in old.require_generation().chunks}
+    assert index._collection_base not in [c.name for c in old._client.list_collections()]
 
 
 def test_dense_and_lexical_apply_the_same_filters(fixture_index):
@@ -89,7 +145,7 @@ def test_incremental_sync_adds_updates_removes_from_chroma_and_bm25(fixture_kb_d
     report = index.sync()
     assert report.added == ["zebra-policy"] and report.updated == ["no-front-matter"]
     assert report.removed == ["plain-notes"] and len(report.unchanged) == 10
-    ids = set(index.collection.get(include=[])["ids"])
+    ids = index.vector_ids()
     live = {c.chunk_id for c in index.require_generation().chunks}
     assert ids == live  # nothing stale left in Chroma
     assert not [c for c in index.require_generation().chunks if c.doc_id == "plain-notes"]
@@ -159,7 +215,7 @@ def test_sigkill_mid_ingest_leaves_previous_index_serving(fixture_kb_dir, tmp_pa
     assert len(report.added) == 400 and report.ok
     assert report.chunks_embedded < 400
     assert HybridSearcher(index).search("term5 term12 term19", Filters(), k=3)[0].chunk.doc_id.startswith("bulk-")
-    assert set(index.collection.get(include=[])["ids"]) == {c.chunk_id for c in index.require_generation().chunks}
+    assert index.vector_ids() == {c.chunk_id for c in index.require_generation().chunks}
 
 
 @pytest.mark.server
@@ -172,4 +228,4 @@ def test_chroma_server_backend(chroma_server, fixture_kb_dir, tmp_path):
     other = KnowledgeIndex(settings)  # a second process-like client sees the same index
     results = HybridSearcher(other).search("withdraw from a shop order", PUBLIC, k=3)
     assert results[0].chunk.doc_id == "help-shop-returns"
-    assert other.collection.count() == len(other.require_generation().chunks)
+    assert other.vector_count() == len(other.require_generation().chunks)
