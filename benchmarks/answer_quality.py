@@ -15,7 +15,10 @@ Metrics (answerable questions unless said otherwise):
 - latency p50/p95 of the whole answer (ms), and of each stage.
 - condensing: retrieval hit@5 on questions with history, with (a) the question alone, (b) the retriever's own
   history blending, (c) the deterministic condense of bot.condense.
-With --sweep it also prints refusal rates for a range of thresholds, to calibrate Settings.refusal_threshold(_internal).
+- answerability ROC AUC: how well the answerability score (Answer.confidence) separates answerable from
+  unanswerable questions (corpora with both kinds).
+With --sweep it also prints refusal rates for a range of thresholds. These are measurements: the threshold and
+the scorer's weights are calibrated on the project's eval suites (benchmarks/answerability_fit.py), not here.
 """
 
 from __future__ import annotations
@@ -144,6 +147,11 @@ def run(corpus: str, data_dir: Path, threshold: float | None, sweep: bool, limit
     print(f"\n== {corpus}: {len(rows)} questions, chunks {len(gen.chunks)}, threshold {chosen}")
     for k, v in m.items():
         print(f"  {k:34s} {v:.3f}" if isinstance(v, float) else f"  {k:34s} {v}")
+    pos = [r["confidence"] for r in rows if r["answerable"]]
+    neg = [r["confidence"] for r in rows if not r["answerable"]]
+    if pos and neg:  # how well the answerability score separates the two, whatever the threshold
+        auc = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+        print(f"  {'answerability ROC AUC':34s} {auc:.3f}")
     if sweep:
         print("\n  threshold  refuse(answerable)  refuse(unanswerable)  cited@5  key-fact share")
         for t in [x / 100 for x in range(20, 80, 2)]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from langchain_core.runnables import RunnableLambda
 
+from bot import answerability
 from bot.composers import ChatComposer, Composer, ComposeRequest, Draft, ExtractiveComposer, Source
 from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
 from bot.config import Settings
@@ -54,7 +55,7 @@ REFUSAL_TEXT = {
     "public": "I couldn't find an answer to this in our help center.",
 }
 REFUSAL_DETAIL = {
-    REFUSAL_LOW_CONFIDENCE: "no document matches the question closely enough",
+    REFUSAL_LOW_CONFIDENCE: "the closest documents do not answer the question closely enough",
     REFUSAL_NO_SUPPORT: "the closest documents do not contain a verifiable answer",
     REFUSAL_NO_SOURCES: "no document is visible under the requester's filters",
     REFUSAL_BLOCKED: "the only sources were not cleared for public answers",
@@ -67,7 +68,8 @@ REFUSAL_DETAIL = {
 
 @dataclass
 class Retrieved:
-    """Retrieve stage output: the numbered sources and how confident retrieval is that they answer."""
+    """Retrieve stage output: the numbered sources; `confidence` (the answerability score of
+    bot/answerability.py) is filled in by the compose stage, which also weighs the extracted evidence."""
 
     sources: list[Source]
     confidence: float
@@ -87,6 +89,7 @@ class Turn:
     retrieved: Retrieved | None = None
     draft: Draft | None = None
     verified: Verified | None = None
+    answerability: answerability.Features | None = None
     timings: dict[str, float] = field(default_factory=dict)
     on_token: Any = None  # callable(str) when streaming
 
@@ -317,21 +320,35 @@ class AnswerService:
         sims = self._similarities([s.chunk.chunk_id for s in scored], qvec)
         sources = [Source(i + 1, s.chunk, s.score, sims.get(s.chunk.chunk_id, s.dense_similarity or 0.0))
                    for i, s in enumerate(scored)]
-        turn.retrieved = Retrieved(sources, retrieval_confidence(turn.condensed, sources, self.weights()), qvec,
-                                   scored)
+        turn.retrieved = Retrieved(sources, 0.0, qvec, scored)
         self._timed(turn, "retrieve", t)
         return turn
 
     def _compose(self, turn: Turn) -> Turn:
         t = time.perf_counter()
         r = turn.retrieved
-        if (not r.sources or r.confidence < self.threshold(turn.filters)
-                or _SMALL_TALK_RE.match(turn.question)):
+        if not r.sources or _SMALL_TALK_RE.match(turn.question):
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)  # refused before composing
+            self._timed(turn, "compose", t)
+            return turn
+        request = ComposeRequest(turn.condensed.standalone if turn.condensed.method == "chat"
+                                 else turn.question, turn.condensed, r.sources,
+                                 turn.filters.audience.value, turn.history, self.weights(), r.query_vector)
+        # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
+        # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
+        evidence = self.composer("extractive").run(request)
+        turn.answerability = answerability.features(
+            turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
+            [x.text for x in evidence.sentences], self.weights())
+        r.confidence = answerability.score(turn.answerability)
+        if r.confidence < self.threshold(turn.filters):
+            turn.draft = Draft([], r.sources, turn.composer, no_answer=True)
+        elif turn.composer == "extractive":
+            turn.draft = evidence
+            if turn.on_token:
+                for sentence in evidence.sentences:
+                    turn.on_token(sentence.text + " ")
         else:
-            request = ComposeRequest(turn.condensed.standalone if turn.condensed.method == "chat"
-                                     else turn.question, turn.condensed, r.sources,
-                                     turn.filters.audience.value, turn.history, self.weights(), r.query_vector)
             composer = self.composer(turn.composer)
             try:
                 turn.draft = (composer.stream(request, turn.on_token) if turn.on_token
@@ -339,7 +356,7 @@ class AnswerService:
             except ModelEndpointError as exc:
                 # the chat endpoint being down must not leave the requester without an answer
                 log.warning("%s; answering extractively instead", exc)
-                turn.draft = self.composer("extractive").run(request)
+                turn.draft = evidence  # the extractive selection already computed above
                 turn.draft.composer = "extractive-fallback"
         self._timed(turn, "compose", t)
         return turn
@@ -493,23 +510,6 @@ def _invoke_text(chat: ChatComposer, messages: list[tuple[str, str]]) -> str:
     from bot.composers import _content
 
     return _content(chat.llm.invoke(messages))
-
-
-def retrieval_confidence(condensed: Condensed, sources: list[Source], weights: TermWeights) -> float:
-    """How likely the retrieved chunks answer the question, in [0, 1]: the best chunk's similarity to the query
-    blended with the idf-weighted share of question terms that the best chunks contain."""
-    if not sources:
-        return 0.0
-    top_sim = max(s.similarity for s in sources[:3])
-    q_terms = {t: weights.idf(t) for t in analyze(condensed.question)}
-    q_terms.update({t: 0.5 * weights.idf(t) for t in analyze(" ".join(condensed.carried_terms)) if t not in q_terms})
-    total = sum(q_terms.values())
-    coverage = 0.0
-    if total:
-        for s in sources[:3]:
-            have = set(analyze(s.chunk.embed_text))
-            coverage = max(coverage, sum(w for t, w in q_terms.items() if t in have) / total)
-    return max(0.0, min(1.0, 0.6 * top_sim + 0.4 * coverage))
 
 
 def answer_question(question: str, history: list[dict] | None, filters: Filters, settings: Settings,

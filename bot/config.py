@@ -75,8 +75,8 @@ class Settings(BaseSettings):
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
     refusal_threshold: float = Field(
-        0.40, description="Minimum retrieval confidence to answer; calibrated on eval/suites and the corpora "
-        "(README.md (Calibration) has the sweep)."
+        0.44, description="Minimum answerability score (bot/answerability.py: estimated probability that the KB "
+        "answers the question) to answer; calibrated on eval/suites/kb_*.jsonl (README.md (Calibration))."
     )
     refusal_threshold_internal: float | None = Field(
         None, description="Optional separate threshold for agents (audience internal); unset = refusal_threshold."

@@ -126,13 +126,14 @@ def test_small_talk_is_not_answered_from_the_kb(service):
 
 
 def test_refusal_thresholds_come_from_settings_per_audience(fixture_settings, fixture_index):
+    # the answerability score is a probability strictly below 1, so a threshold of 1.0 refuses everything
     strict = AnswerService(fixture_settings.model_copy(
-        update={"refusal_threshold": 0.99, "refusal_threshold_internal": 0.0}), fixture_index)
+        update={"refusal_threshold": 1.0, "refusal_threshold_internal": 0.0}), fixture_index)
     a = strict.ask("How do I ask for a coin refund?", [], PUBLIC)
     assert a.refused and a.refusal_reason.startswith("low_retrieval_confidence")
     assert not strict.ask("How do I ask for a coin refund?", [], INTERNAL).refused
     same = AnswerService(fixture_settings.model_copy(
-        update={"refusal_threshold": 0.99, "refusal_threshold_internal": None}), fixture_index)
+        update={"refusal_threshold": 1.0, "refusal_threshold_internal": None}), fixture_index)
     assert same.ask("How do I ask for a coin refund?", [], INTERNAL).refused
 
 

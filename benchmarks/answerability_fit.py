@@ -1,0 +1,138 @@
+"""Fit the answerability scorer (bot/answerability.py) on the project's own eval suites and print its constants.
+
+Usage:
+    uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit            # fit, print WEIGHTS + sweep
+    uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit --current  # sweep the shipped weights
+
+Every case of eval/suites/kb_agent.jsonl and kb_public.jsonl is asked through the real chain (kb/ ingested into
+--data-dir on first use) with refusal switched off, and the six features of each answer are recorded; label =
+the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
+features, so no extra dependency) is fitted on both suites together and printed in raw feature units, ready to
+paste into bot/answerability.py. Also printed: 5-fold cross-validated ROC AUC, per-suite AUC, and the share
+refused at each threshold, with the highest threshold that still answers at least --answer-rate of the
+answerable cases of each suite (how Settings.refusal_threshold was chosen). The third-party corpora are not used
+here: benchmarks/answer_quality.py measures the result on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot import answerability
+from bot.answer import AnswerService, Turn
+from bot.config import Settings
+from bot.evaluation import load_suite
+from bot.guard import trim_history
+from bot.index import KnowledgeIndex
+
+SUITES = [ROOT / "eval" / "suites" / "kb_agent.jsonl", ROOT / "eval" / "suites" / "kb_public.jsonl"]
+NAMES = list(answerability.Features.__dataclass_fields__)
+
+
+def collect(service: AnswerService, suite: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and labels (1 = answerable) of every case of a suite that reaches the scorer."""
+    rows, labels = [], []
+    for case in load_suite(suite):
+        history = trim_history(list(case.history), service.settings)
+        turn = service.chain.invoke(Turn(case.question, history, case.filters, "extractive"))
+        if turn.answerability is None:  # small talk or nothing visible: refused before any scoring
+            continue
+        rows.append([getattr(turn.answerability, n) for n in NAMES])
+        labels.append(0.0 if case.expected_refusal else 1.0)
+    return np.asarray(rows, dtype=float), np.asarray(labels)
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 0.01, steps: int = 4000, rate: float = 0.5) -> np.ndarray:
+    """Logistic regression weights (last = intercept) by gradient descent on standardised features."""
+    xb = np.c_[x, np.ones(len(x))]
+    w = np.zeros(xb.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-xb @ w))
+        w -= rate * (xb.T @ (p - y) / len(y) + l2 * np.r_[w[:-1], 0.0])
+    return w
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC: chance that an answerable case scores above an unanswerable one (ties count half)."""
+    pos, neg = scores[y == 1], scores[y == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
+
+
+def fitted(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Weights and intercept in raw feature units."""
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    w = fit((x - mu) / sd, y, l2)
+    raw = w[:-1] / sd
+    return raw, float(w[-1] - (w[:-1] * mu / sd).sum())
+
+
+def main() -> None:
+    """Command line."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, required=True, help="Index of kb/ (ingested here when empty).")
+    p.add_argument("--kb", type=Path, default=ROOT / "kb")
+    p.add_argument("--l2", type=float, default=0.01)
+    p.add_argument("--answer-rate", type=float, default=0.93,
+                   help="Answer at least this share of each suite's answerable cases (threshold choice).")
+    p.add_argument("--current", action="store_true", help="Score with the shipped weights instead of refitting.")
+    a = p.parse_args()
+
+    settings = Settings(data_dir=a.data_dir, refusal_threshold=0.0, refusal_threshold_internal=0.0)
+    index = KnowledgeIndex(settings)
+    if index.generation() is None:
+        index.sync([a.kb])
+    service = AnswerService(settings, index)
+    service.warm()
+    data = {s.stem: collect(service, s) for s in SUITES}
+    x = np.concatenate([d[0] for d in data.values()])
+    y = np.concatenate([d[1] for d in data.values()])
+
+    if a.current:
+        w = np.array([answerability.WEIGHTS[n] for n in NAMES])
+        b = answerability.INTERCEPT
+    else:
+        w, b = fitted(x, y, a.l2)
+        # cross-validated AUC, so the figure is not the fit's own training score
+        order = np.random.default_rng(0).permutation(len(y))
+        cv = np.zeros(len(y))
+        for fold in np.array_split(order, 5):
+            train = np.setdiff1d(order, fold)
+            fw, fb = fitted(x[train], y[train], a.l2)
+            cv[fold] = x[fold] @ fw + fb
+        print(f"5-fold cross-validated ROC AUC (both suites): {auc(cv, y):.3f}")
+        print("\n# paste into bot/answerability.py")
+        print("WEIGHTS: dict[str, float] = {")
+        for n, v in zip(NAMES, w):
+            print(f'    "{n}": {v:.3f},')
+        print("}")
+        print(f"INTERCEPT = {b:.3f}\n")
+
+    scores = {k: 1.0 / (1.0 + np.exp(-(d[0] @ w + b))) for k, d in data.items()}
+    for k, d in data.items():
+        print(f"{k}: {int(d[1].sum())} answerable / {int((d[1] == 0).sum())} unanswerable, ROC AUC "
+              f"{auc(scores[k], d[1]):.3f}")
+    print("\nshare refused (answerable / unanswerable) by threshold:")
+    print("threshold  " + "  ".join(f"{k:>22s}" for k in data))
+    for t in np.arange(0.20, 0.72, 0.02):
+        cells = []
+        for k, d in data.items():
+            s, lab = scores[k], d[1]
+            cells.append(f"{np.mean(s[lab == 1] < t):.3f} / {np.mean(s[lab == 0] < t):.3f}")
+        print(f"{t:9.2f}  " + "  ".join(f"{c:>22s}" for c in cells))
+    # highest threshold (2 decimals) at which every suite still answers --answer-rate of its answerable cases
+    best = max((t / 100 for t in range(100) if all(
+        np.mean(scores[k][d[1] == 1] >= t / 100) >= a.answer_rate for k, d in data.items())), default=0.0)
+    print(f"\nhighest threshold answering >= {a.answer_rate:.2f} of each suite's answerable cases: {best:.2f}")
+
+
+if __name__ == "__main__":
+    main()

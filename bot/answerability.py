@@ -1,0 +1,150 @@
+"""Answerability: how likely the knowledge base answers a question, from retrieval and the extracted evidence.
+
+One small logistic scorer over five explicit features (README "Calibration of `refusal_threshold`"):
+
+    top_similarity      cosine of the question and the closest of the first three chunks
+    chunk_coverage      idf-weighted share of the question's terms that the best of the first three chunks holds
+    sentence_coverage   the same share for the best single evidence sentence (what an answer would quote)
+    type_missing        1 when the question asks for a kind of thing (a duration, an amount, a count, an age,
+                        a team, a yes/no permission) and no evidence sentence holds that kind of thing
+    number_missing      1 when the question asks "how much / how many / how long" and no evidence sentence
+                        holds a number at all
+
+A word of the question that the knowledge base never uses is already weighed at the highest idf by both
+coverages; a separate flag for it was tried and, fitted next to them, took a positive weight (it only corrected
+the coverages' double count), so it is not a feature.
+
+The evidence sentences are the extractive composer's selection (the offline default's answer; for the chat
+composer the same extractive selection is computed as a cheap probe before any model call), so the score keeps
+one meaning whichever composer writes the answer. The weights below were fitted by
+`benchmarks/answerability_fit.py` on the project's own eval suites (eval/suites/kb_agent.jsonl and
+kb_public.jsonl); the third-party corpora are only used to measure the result. They are constants: nothing is
+trained or downloaded at run time. Computing the features costs well under a millisecond (set lookups over the
+top chunks' terms, a few regexes over at most a dozen sentences).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from bot.condense import Condensed, TermWeights
+from bot.lexical import analyze
+
+# Fitted by benchmarks/answerability_fit.py on eval/suites/kb_agent.jsonl + kb_public.jsonl (L2-regularised
+# logistic regression, answerable = 1). Re-run the script and paste its output here when the pipeline changes.
+WEIGHTS: dict[str, float] = {
+    "top_similarity": 7.740,
+    "chunk_coverage": 2.843,
+    "sentence_coverage": 3.351,
+    "type_missing": -1.130,
+    "number_missing": -1.332,
+}
+INTERCEPT = -5.596
+
+# What kind of answer a question wants, and what a sentence that gives it contains. Generic English patterns:
+# nothing here names a product, a team or an eval question.
+_NUMBER = r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|" \
+          r"forty|fifty|sixty|hundred|thousand|million|once|twice|half|a few|several)\b"
+_ASKS_DURATION = re.compile(r"\bhow (long|quickly|fast|soon)\b|\bdeadline\b|\bhow much time\b|\btime limit\b|"
+                            r"\bwhen\b|\bwithin\b|\bwindow\b|"
+                            r"\bhow many (seconds|minutes|hours|days|weeks|months|years)\b", re.IGNORECASE)
+_GIVES_DURATION = re.compile(r"(\d+|\b(a|an|one|two|three|four|five|six|seven|ten|twelve|thirty))\s*-?\s*"
+                             r"(business |calendar |working )?(seconds?|minutes?|hours?|days?|weeks?|months?|years?)"
+                             r"\b|\bimmediately\b|\bstraight away\b|\bright away\b|\bsame day\b|\bno (time )?limit\b",
+                             re.IGNORECASE)
+_ASKS_AMOUNT = re.compile(r"\bhow much\b|\bcosts?\b|\bfees?\b|\bprices?\b|\bpercent(age)?\b|\bthreshold\b|"
+                          r"\b(exchange )?rate\b|\bamount\b",
+                          re.IGNORECASE)
+_GIVES_AMOUNT = re.compile(r"[$€£¥]\s?\d|\d\s?(%|percent)|\b(USD|EUR|GBP|JPY|INR|dollars?|euros?|pounds?)\b|"
+                           r"\bfree\b|\bno (fee|charge|cost)\b|\bat no (extra )?cost\b|\bdoes ?n[o']t charge\b",
+                           re.IGNORECASE)
+_ASKS_COUNT = re.compile(r"\bhow many\b|\bwhat number of\b|\bmaximum number\b|\blimit on the number\b",
+                         re.IGNORECASE)
+_GIVES_COUNT = re.compile(_NUMBER + r"|\bno limit\b|\bunlimited\b", re.IGNORECASE)
+_ASKS_AGE = re.compile(r"\bhow old\b|\b(minimum|maximum) age\b|\bage limit\b", re.IGNORECASE)
+_GIVES_AGE = re.compile(r"\b\d{1,2}\b", re.IGNORECASE)
+_ASKS_YES_NO = re.compile(r"^\W*(can|could|may|is it|is there|are there|are we|do we|do i|does|am i|should|"
+                          r"will)\b|\b(allowed|possible|permitted)\b", re.IGNORECASE)
+_GIVES_YES_NO = re.compile(r"\b(cannot|can't|can not|may not|must|never|only|always|do not|don't|does not|doesn't|"
+                           r"is not|isn't|are not|aren't|won't|will not|not allowed|no one)\b", re.IGNORECASE)
+_ASKS_WHO = re.compile(r"\bwho\b|\bwhich (team|department|queue|group)\b|\bescalat|\bpriority\b", re.IGNORECASE)
+_GIVES_WHO = re.compile(r"\b(team|department|queue|specialists?|desk|group|lead|manager|P[1-4])\b|`[a-z0-9]+(-[a-z0-9]+)+`")
+_TYPES: tuple[tuple[re.Pattern, re.Pattern], ...] = (
+    (_ASKS_DURATION, _GIVES_DURATION),
+    (_ASKS_AMOUNT, _GIVES_AMOUNT),
+    (_ASKS_COUNT, _GIVES_COUNT),
+    (_ASKS_AGE, _GIVES_AGE),
+    (_ASKS_WHO, _GIVES_WHO),
+    (_ASKS_YES_NO, _GIVES_YES_NO),
+)
+_ASKS_NUMBER = re.compile(r"\bhow (much|many|long|often|old|far)\b", re.IGNORECASE)
+_GIVES_NUMBER = re.compile(_NUMBER, re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The answerability features of one question (README "Calibration of `refusal_threshold`")."""
+
+    top_similarity: float
+    chunk_coverage: float
+    sentence_coverage: float
+    type_missing: float
+    number_missing: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Feature name -> value."""
+        return asdict(self)
+
+
+def question_weights(condensed: Condensed, weights: TermWeights) -> dict[str, float]:
+    """Stemmed question terms weighted by idf; terms carried over from earlier turns weigh half."""
+    q = {t: weights.idf(t) for t in analyze(condensed.question)}
+    for t in analyze(" ".join(condensed.carried_terms)):
+        q.setdefault(t, 0.5 * weights.idf(t))
+    return q
+
+
+def _coverage(q: dict[str, float], total: float, terms: set[str]) -> float:
+    return sum(w for t, w in q.items() if t in terms) / total if total else 0.0
+
+
+def type_missing(question: str, evidence: Sequence[str]) -> float:
+    """1.0 when the question asks for a kind of thing that no evidence sentence holds (first kind asked wins)."""
+    for asks, gives in _TYPES:
+        if asks.search(question):
+            return 0.0 if any(gives.search(s) for s in evidence) else 1.0
+    return 0.0
+
+
+def number_missing(question: str, evidence: Sequence[str]) -> float:
+    """1.0 when a how-much/how-many/how-long question meets evidence without any number in it."""
+    if not _ASKS_NUMBER.search(question):
+        return 0.0
+    return 0.0 if any(_GIVES_NUMBER.search(s) for s in evidence) else 1.0
+
+
+def features(condensed: Condensed, similarities: Sequence[float], chunk_texts: Sequence[str],
+             evidence: Iterable[str], weights: TermWeights) -> Features:
+    """Features of one question from its retrieved chunks (best first) and the evidence sentences chosen from
+    them. similarities are the question's own cosine to each chunk; chunk_texts what was embedded for each."""
+    evidence = [s for s in evidence if s.strip()]
+    q = question_weights(condensed, weights)
+    total = sum(q.values())
+    chunk_cov = max((_coverage(q, total, set(analyze(t))) for t in chunk_texts[:3]), default=0.0)
+    sent_cov = max((_coverage(q, total, set(analyze(s))) for s in evidence), default=0.0)
+    return Features(
+        top_similarity=max((float(s) for s in similarities[:3]), default=0.0),
+        chunk_coverage=chunk_cov,
+        sentence_coverage=sent_cov,
+        type_missing=type_missing(condensed.question, evidence),
+        number_missing=number_missing(condensed.question, evidence),
+    )
+
+
+def score(f: Features) -> float:
+    """Estimated probability, in [0, 1], that the knowledge base answers the question (logistic on WEIGHTS)."""
+    z = INTERCEPT + sum(WEIGHTS[name] * value for name, value in f.as_dict().items())
+    return 1.0 / (1.0 + math.exp(-z))

@@ -1,0 +1,98 @@
+"""The answerability scorer (bot/answerability.py): its features on real text, and refusals on the real kb/."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot import answerability
+from bot.answer import AnswerService, Turn
+from bot.condense import Condensed, TermWeights
+from bot.models import Audience, Filters
+
+INTERNAL = Filters(audience=Audience.INTERNAL)
+PUBLIC = Filters(audience=Audience.PUBLIC)
+
+
+@pytest.fixture(scope="module")
+def kb_service(kb_settings, kb_index) -> AnswerService:
+    """One service over the real kb/ index."""
+    return AnswerService(kb_settings, kb_index)
+
+
+def condensed(question: str) -> Condensed:
+    return Condensed(question, question, question)
+
+
+# ---- features on real text ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question, evidence, missing", [
+    ("How long do I have to return an item?", ["Send the item back within 14 days of telling us."], 0.0),
+    ("How long do I have to return an item?", ["Returns are free for EU customers."], 1.0),
+    ("How much does the subscription cost?", ["In the US it costs USD 4.99 a month."], 0.0),
+    ("How much does the subscription cost?", ["You can cancel the subscription at any time."], 1.0),
+    ("Can I transfer coins to another account?", ["Coins can't be transferred between accounts."], 0.0),
+    ("Can I transfer coins to another account?", ["Coins are bought in the app."], 1.0),
+    ("Why was my video removed?", ["Videos that break the rules are removed."], 0.0),  # asks no typed thing
+])
+def test_type_missing_says_whether_the_evidence_holds_what_was_asked_for(question, evidence, missing):
+    assert answerability.type_missing(question, evidence) == missing
+
+
+def test_number_missing_needs_a_number_for_how_many_questions():
+    assert answerability.number_missing("How many strikes lead to a ban?", ["Strikes add up over time."]) == 1.0
+    assert answerability.number_missing("How many strikes lead to a ban?", ["Three strikes lead to a ban."]) == 0.0
+    assert answerability.number_missing("Who reviews appeals?", ["A moderator reviews it."]) == 0.0
+
+
+def test_coverage_features_weigh_rare_question_terms_most():
+    weights = TermWeights({"refund": 2, "coin": 3, "account": 40}, 50)
+    chunk = "How to refund coins."
+    f = answerability.features(condensed("refund coins account"), [0.5], [chunk], [chunk], weights)
+    assert 0.5 < f.chunk_coverage < 1.0, "the chunk misses only the common term"
+    assert f.sentence_coverage == pytest.approx(f.chunk_coverage)
+    g = answerability.features(condensed("refund coins account"), [0.5], ["The account page."], [], weights)
+    assert g.chunk_coverage < 0.2 and g.sentence_coverage == 0.0
+
+
+def test_score_rises_with_evidence_and_falls_when_the_asked_kind_is_missing():
+    strong = answerability.Features(0.7, 0.9, 0.8, 0.0, 0.0)
+    weak = answerability.Features(0.2, 0.2, 0.1, 0.0, 0.0)
+    assert answerability.score(strong) > 0.9 and answerability.score(weak) < 0.1
+    typed = answerability.Features(0.55, 0.7, 0.6, 0.0, 0.0)
+    assert answerability.score(answerability.Features(0.55, 0.7, 0.6, 1.0, 1.0)) < answerability.score(typed)
+
+
+# ---- refusals on the real knowledge base ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", [
+    "What is the weather forecast for Paris tomorrow?",
+    "How do I change the oil in my car?",
+    "Which football team won the 2018 World Cup?",
+])
+@pytest.mark.parametrize("filters", [INTERNAL, PUBLIC], ids=["internal", "public"])
+def test_out_of_kb_questions_are_refused(kb_service, question, filters):
+    a = kb_service.ask(question, [], filters)
+    assert a.refused and a.refusal_reason.startswith("low_retrieval_confidence"), a.text
+    assert a.citations == [] and a.confidence < kb_service.threshold(filters)
+
+
+@pytest.mark.parametrize("question", [
+    "How do I turn on two-factor authentication?",
+    "How long do I have to appeal a removed video?",
+    "How do I request a refund for coins I bought by mistake?",
+    "How do I delete my account?",
+])
+def test_in_kb_questions_are_answered_with_citations(kb_service, question):
+    a = kb_service.ask(question, [], PUBLIC)
+    assert not a.refused, a.refusal_reason
+    assert a.citations and a.confidence >= kb_service.threshold(PUBLIC)
+
+
+def test_the_answer_confidence_is_the_score_of_the_recorded_features(kb_service):
+    turn = kb_service.chain.invoke(Turn("How do I delete my account?", [], PUBLIC, "extractive"))
+    assert turn.answerability is not None
+    assert turn.retrieved.confidence == pytest.approx(answerability.score(turn.answerability))
+    assert turn.answerability.top_similarity == pytest.approx(
+        max(s.similarity for s in turn.retrieved.sources[:3]))
