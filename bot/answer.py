@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from bot.composers import ChatComposer, Composer, ComposeRequest, Draft, Extract
 from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
 from bot.config import Settings
 from bot.errors import InputRejectedError, ModelEndpointError
-from bot.guard import redact_pii, validate_question
+from bot.guard import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
 from bot.index import KnowledgeIndex
 from bot.lexical import analyze
 from bot.models import Answer, Audience, Escalation, Filters, ScoredChunk
@@ -90,6 +90,7 @@ class Turn:
     draft: Draft | None = None
     verified: Verified | None = None
     answerability: answerability.Features | None = None
+    crisis: bool = False  # someone may be at risk: searched with the crisis vocabulary, never refused as unsure
     timings: dict[str, float] = field(default_factory=dict)
     on_token: Any = None  # callable(str) when streaming
 
@@ -295,6 +296,10 @@ class AnswerService:
             return internal
         return self.settings.refusal_threshold
 
+    def _turn_threshold(self, turn: Turn) -> float:
+        # a crisis message gets the closest safety content even when the match is weak: a refusal helps no one
+        return 0.0 if turn.crisis else self.threshold(turn.filters)
+
     # stages ------------------------------------------------------------------------------------------
     def _timed(self, turn: Turn, stage: str, started: float) -> None:
         turn.timings[stage] = time.perf_counter() - started
@@ -306,6 +311,10 @@ class AnswerService:
             chat = self.composer("chat")
             condenser = ChatCondenser(lambda msgs: _invoke_text(chat, msgs), self.condenser)
         turn.condensed = condenser.run(turn.question, turn.history, self.weights())
+        if crisis_signal(turn.question):
+            turn.crisis = True
+            turn.condensed = replace(turn.condensed,
+                                     retrieval_query=f"{turn.condensed.retrieval_query} {CRISIS_QUERY}")
         self._timed(turn, "condense", t)
         return turn
 
@@ -331,8 +340,10 @@ class AnswerService:
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)  # refused before composing
             self._timed(turn, "compose", t)
             return turn
-        request = ComposeRequest(turn.condensed.standalone if turn.condensed.method == "chat"
-                                 else turn.question, turn.condensed, r.sources,
+        question = turn.condensed.standalone if turn.condensed.method == "chat" else turn.question
+        if turn.crisis:
+            question = f"{question} {CRISIS_QUERY}"
+        request = ComposeRequest(question, turn.condensed, r.sources,
                                  turn.filters.audience.value, turn.history, self.weights(), r.query_vector)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
@@ -341,7 +352,7 @@ class AnswerService:
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights())
         r.confidence = answerability.score(turn.answerability)
-        if r.confidence < self.threshold(turn.filters):
+        if r.confidence < self._turn_threshold(turn):
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)
         elif turn.composer == "extractive":
             turn.draft = evidence
@@ -390,7 +401,7 @@ class AnswerService:
             reason = REFUSAL_NOT_A_QUESTION
         elif not r.sources:
             reason = REFUSAL_NO_SOURCES
-        elif r.confidence < self.threshold(turn.filters):
+        elif r.confidence < self._turn_threshold(turn):
             reason = REFUSAL_LOW_CONFIDENCE
         elif v.blocked:
             reason = REFUSAL_BLOCKED
@@ -427,6 +438,8 @@ class AnswerService:
         elif reason and reason != REFUSAL_NOT_A_QUESTION:
             answer.handoff_offered = True
             answer.text += " You can ask to talk to a person on our support team."
+        elif turn.crisis:  # answered, and a person is offered as well
+            answer.handoff_offered = True
         turn.timings["total"] = time.perf_counter() - started
         answer.timings = {k: round(v_, 6) for k, v_ in turn.timings.items()}
         log.info("answered %r refused=%s reason=%s confidence=%.3f composer=%s",

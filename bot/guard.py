@@ -185,3 +185,26 @@ _INJECTION_RE = re.compile(
 def looks_like_injection(text: str) -> bool:
     """Whether text reads like an instruction aimed at the assistant rather than policy content."""
     return bool(_INJECTION_RE.search(text))
+
+
+# ---- crisis messages -----------------------------------------------------------------------------------
+
+# Words of someone at risk rarely share vocabulary with the safety articles that answer them ("I don't want to be
+# alive anymore" vs "thoughts of suicide or self-harm"), so such messages are searched with the crisis vocabulary
+# added and are never refused for low confidence.
+_CRISIS_RE = re.compile(
+    r"\bsuicid|\bkill(?:ing)?\s+(?:my|him|her|them)sel(?:f|ves)\b|\bend(?:ing)?\s+(?:my|his|her|their)\s+life\b"
+    r"|\bend\s+it\s+all\b|\bwants?\s+to\s+die\b|\bwanted\s+to\s+die\b"
+    r"|\b(?:don'?t|do\s+not|doesn'?t|does\s+not|no\s+longer)\s+want\s+to\s+(?:live|be\s+alive|be\s+here|exist)\b"
+    r"|\bself[-\s]?harm|\b(?:hurt|harm|cut)(?:ing|s)?\s+(?:my|him|her|them)sel(?:f|ves)\b"
+    r"|\bbetter\s+off\s+dead\b|\bno\s+reason\s+to\s+live\b|\boverdos(?:e|ing)\b"
+    r"|\b(?:i\s+am|i'm|we\s+are|we're|they\s+are|they're|he\s+is|he's|she\s+is|she's|someone\s+is)\s+in\s+danger\b"
+    r"|\bin\s+immediate\s+danger\b|\blife\s+is\s+at\s+risk\b",
+    re.IGNORECASE,
+)
+CRISIS_QUERY = "thoughts of suicide or self-harm, immediate danger, emergency services, crisis helpline"
+
+
+def crisis_signal(text: str) -> bool:
+    """Whether a message says someone may be at risk of harming themselves or is in immediate danger."""
+    return bool(_CRISIS_RE.search(text or ""))
