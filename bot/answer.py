@@ -75,6 +75,7 @@ class Retrieved:
     confidence: float
     query_vector: np.ndarray | None = None
     scored: list[ScoredChunk] = field(default_factory=list)
+    companions: list[Source] = field(default_factory=list)  # the top document's steps/deadline chunks, for composing
 
 
 @dataclass
@@ -329,7 +330,12 @@ class AnswerService:
         sims = self._similarities([s.chunk.chunk_id for s in scored], qvec)
         sources = [Source(i + 1, s.chunk, s.score, sims.get(s.chunk.chunk_id, s.dense_similarity or 0.0))
                    for i, s in enumerate(scored)]
-        turn.retrieved = Retrieved(sources, 0.0, qvec, scored)
+        # a procedural or timing question also gets the top document's steps/deadline chunks the top k left out
+        extra = self.searcher.companions(scored, query, turn.filters)
+        extra_sims = self._similarities([s.chunk.chunk_id for s in extra], qvec)
+        companions = [Source(len(sources) + i + 1, s.chunk, 0.0, extra_sims.get(s.chunk.chunk_id, 0.0))
+                      for i, s in enumerate(extra)]
+        turn.retrieved = Retrieved(sources, 0.0, qvec, scored, companions)
         self._timed(turn, "retrieve", t)
         return turn
 
@@ -344,7 +350,8 @@ class AnswerService:
         if turn.crisis:
             question = f"{question} {CRISIS_QUERY}"
         request = ComposeRequest(question, turn.condensed, r.sources,
-                                 turn.filters.audience.value, turn.history, self.weights(), r.query_vector)
+                                 turn.filters.audience.value, turn.history, self.weights(), r.query_vector,
+                                 companions=r.companions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
         evidence = self.composer("extractive").run(request)

@@ -3,8 +3,11 @@
 Two composers share one interface (`Composer.run` does the shared work, subclasses implement `_compose`):
 - ExtractiveComposer (offline default): picks the sentences, list items, steps and table rows that answer the
   question, scored by idf-weighted lexical overlap plus the MiniLM cosine of their chunk (optionally their own),
-  with MMR-style redundancy control; keeps numbered steps together for how-to questions. Its quotes are the
-  exact source spans it picked.
+  with MMR-style redundancy control; keeps numbered steps together for how-to questions. For an agent's
+  procedural question ("what do I do", "how do I handle") it answers with the main SOP's numbered steps, kept
+  together, led by the one unit that fits the question's particular case better than any step; when the question
+  asks by when ("by when", "how long", "deadline") it adds the sentence of that document stating the deadline.
+  Its quotes are the exact source spans it picked.
 - ChatComposer: an OpenAI-compatible chat model (langchain-openai ChatOpenAI) asked for [n] markers and one exact
   quote per cited source; the verify stage checks every marker and quote it returns.
 """
@@ -20,24 +23,19 @@ from itertools import pairwise
 
 import numpy as np
 
-from bot.condense import Condensed, TermWeights
+from bot.condense import Condensed, TermWeights, asks_timing, is_procedural
 from bot.config import Settings
 from bot.errors import ModelEndpointError
 from bot.guard import looks_like_injection
 from bot.lexical import analyze
 from bot.models import Chunk
 from bot.prompts import NO_ANSWER, QUOTES_HEADER, answer_messages, format_history, format_source
-from bot.units import Unit, split_units
+from bot.retrieval import main_document
+from bot.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE, Unit, split_units
 
 log = logging.getLogger(__name__)
 
 TokenSink = Callable[[str], None]
-
-_HOWTO_RE = re.compile(
-    r"\bhow (do|can|should|would|to|does one|are|is)\b(?! (long|much|many|often|soon|old|far|quickly|fast)\b)"
-    r"|\bsteps?\b|\bprocedure\b|\bprocess\b|\bwalk me through\b|\bwhat (do|should|must) (i|we|you|agents?) do\b",
-    re.IGNORECASE,
-)
 
 # What kind of answer a question wants, and what a unit that gives it contains (a small ranking bonus).
 _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
@@ -116,6 +114,14 @@ class ComposeRequest:
     history: list[dict[str, str]] = field(default_factory=list)
     weights: TermWeights = field(default_factory=TermWeights.uniform)
     query_vector: np.ndarray | None = None
+    # chunks of the top document the retriever added for a procedural or timing question (its steps, its
+    # deadline), numbered after `sources`; composers may cite them like any source
+    companions: list[Source] = field(default_factory=list)
+
+    @property
+    def all_sources(self) -> list[Source]:
+        """The ranked sources followed by the companions."""
+        return self.sources + self.companions
 
 
 _PHRASE_WORD_RE = re.compile(r"[a-z0-9]+")
@@ -131,7 +137,7 @@ def phrases(text: str) -> set[tuple[str, str]]:
 
 def is_howto(question: str) -> bool:
     """Whether a question asks how to do something (so numbered steps should be kept together)."""
-    return bool(_HOWTO_RE.search(question))
+    return is_procedural(question)
 
 
 class Composer(ABC):
@@ -187,7 +193,8 @@ class ExtractiveComposer(Composer):
                  redundancy: float = 0.6, sem_weight: float = 0.25, lex_weight: float = 0.35,
                  sim_weight: float = 0.4, rank_weight: float = 0.1, type_weight: float = 0.1,
                  length_penalty: float = 0.1, typical_terms: int = 15, same_doc_bonus: float = 0.0,
-                 phrase_weight: float = 0.15):
+                 phrase_weight: float = 0.15, case_ratio: float = 0.75,
+                 lead_margin: float = 1.15):
         self.embed = embed
         self.max_units = max_units
         self.max_steps = max_steps
@@ -201,6 +208,8 @@ class ExtractiveComposer(Composer):
         self.phrase_weight = phrase_weight  # word pairs keep 'turn on' apart from 'turn off'
         self.length_penalty, self.typical_terms = length_penalty, typical_terms
         self.same_doc_bonus = same_doc_bonus  # later picks from the first pick's document read as one answer
+        self.case_ratio = case_ratio  # steps answer a procedural question unless its best unit is this much better
+        self.lead_margin = lead_margin  # a unit outside the steps leads them when it beats the best step by this
 
     # scoring ---------------------------------------------------------------------------------------------
     def _query_weights(self, request: ComposeRequest) -> dict[str, float]:
@@ -226,11 +235,15 @@ class ExtractiveComposer(Composer):
         out: list[_Candidate] = []
         n = len(request.sources)
         question = request.condensed.question
+        doc_prior: dict[str, float] = {}
         for rank, src in enumerate(request.sources):
+            doc_prior.setdefault(src.chunk.doc_id, 1.0 - rank / max(n, 1))
+        for rank, src in enumerate(request.all_sources):
             heading = " ".join((src.chunk.metadata.get("title", ""),) + src.chunk.section_path)
             head_terms = set(analyze(heading))
             head_phrases = phrases(" ".join(src.chunk.section_path))
-            rank_prior = 1.0 - rank / max(n, 1)
+            # a companion chunk belongs to a ranked document: it shares that document's prior
+            rank_prior = 1.0 - rank / max(n, 1) if rank < n else doc_prior.get(src.chunk.doc_id, 0.0)
             # text addressed to the assistant is not policy content, whatever it says: drop its whole paragraph
             units = split_units(src.chunk.text)
             tainted = {u.block for u in units if looks_like_injection(u.display)}
@@ -308,16 +321,100 @@ class ExtractiveComposer(Composer):
         chosen = self._list_for(anchor, cands, ("step", "lead"), units)
         return chosen if sum(1 for c in chosen if c.unit.kind == "step") >= 2 else []
 
+    @staticmethod
+    def main_document(request: ComposeRequest) -> str:
+        """The document whose procedure answers the question (bot.retrieval.main_document: for agents the
+        best-ranked SOP among the first three sources), the same one the retriever took companions from."""
+        return main_document([s.chunk for s in request.sources], request.audience)
+
+    def _procedure(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
+                   units: dict[int, list[Unit]], main: str) -> list[_Candidate]:
+        """The main document's numbered steps, kept together, led (for agents) by the unit that fits the
+        question's particular case better than any step; [] when that document has no steps or the question is
+        about one case only (its best unit is far better than every step: "how do I route a post made while the
+        account was compromised?")."""
+        lists: dict[tuple[int, int], float] = {}
+        for c in cands:
+            if c.source.chunk.doc_id == main and c.unit.kind == "step" and c.unit.list_id is not None:
+                key = (c.source.number, c.unit.list_id)
+                lists[key] = max(lists.get(key, 0.0), c.score)
+        if not lists:
+            return []
+        (number, list_id), best_step = max(lists.items(), key=lambda kv: kv[1])
+        if best_step < ranked[0].score * self.case_ratio:
+            return []
+        anchor = next(c for c in cands if c.source.number == number and c.unit.list_id == list_id)
+        steps = self._list_for(anchor, cands, ("step", "lead"), units)
+        if sum(1 for c in steps if c.unit.kind == "step") < 2:
+            return []
+        log.debug("procedure %s: best step %.3f, best unit %.3f", main, best_step, ranked[0].score)
+        if request.audience != "internal":  # the public gets the article's steps as written
+            return steps
+        in_list = {(c.source.number, c.unit.position) for c in steps}
+        for lead in ranked:  # the main document's best unit outside the steps, if it beats every step
+            if lead.score <= best_step * self.lead_margin:
+                break
+            if (lead.source.chunk.doc_id != main or lead.unit.kind not in ("sentence", "item", "row")
+                    or (lead.source.number, lead.unit.position) in in_list):
+                continue
+            if not any(self._overlap(lead.unit, s.unit) > self.redundancy for s in steps):
+                return [lead] + steps
+        return steps
+
+    def _deadline(self, request: ComposeRequest, cands: list[_Candidate], chosen: list[_Candidate], main: str
+                  ) -> list[_Candidate]:
+        """The unit of the main document that states its deadline or SLA best (a duration, deadline words, a
+        heading such as "SLA"), when the answer does not state one yet."""
+        have = {(c.source.number, c.unit.position) for c in chosen}
+        if any(DURATION_RE.search(c.unit.display) and DEADLINE_WORDS_RE.search(c.unit.display) for c in chosen
+               if c.unit.kind != "step"):
+            return []
+        scored: list[tuple[float, _Candidate]] = []
+        for c in cands:
+            if c.source.chunk.doc_id != main or (c.source.number, c.unit.position) in have:
+                continue
+            if c.unit.kind in ("step", "lead") or not DURATION_RE.search(c.unit.display):
+                continue
+            worded = DEADLINE_WORDS_RE.search(c.unit.display) is not None
+            headed = DEADLINE_HEAD_RE.search(" ".join(c.source.chunk.section_path)) is not None
+            value = c.score + 0.2 * worded + 0.2 * headed
+            scored.append((value, c))
+        scored.sort(key=lambda x: -x[0])
+        picked: list[_Candidate] = []
+        for value, c in scored:
+            if any(self._overlap(c.unit, o.unit) > self.redundancy for o in chosen + picked):
+                continue
+            # a second deadline unit (an extension, a stricter internal target) only when it is nearly as good
+            if picked and (value < 0.8 * scored[0][0] or not DEADLINE_WORDS_RE.search(c.unit.display)):
+                break
+            picked.append(c)
+            if len(picked) == 2:
+                break
+        return picked
+
     def select(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
                units: dict[int, list[Unit]]) -> list[_Candidate]:
-        """Units for the answer: the steps of a how-to, else the best few non-redundant units (greedy, MMR-style:
-        a unit repeating one already chosen is skipped; a lead-in brings its list)."""
+        """Units for the answer: the steps of a how-to (the main SOP's, for agents), else the best few
+        non-redundant units (greedy, MMR-style: a unit repeating one already chosen is skipped; a lead-in brings
+        its list); plus the main document's deadline when the question asks by when."""
         if not ranked:
             return []
-        if is_howto(request.condensed.question):
-            steps = self._best_steps(ranked, cands, units)
+        question = request.condensed.question
+        main = self.main_document(request)
+        timing = asks_timing(question)
+        if is_howto(question):
+            steps = self._procedure(request, ranked, cands, units, main) or self._best_steps(ranked, cands, units)
             if steps:
-                return steps
+                return steps + (self._deadline(request, cands, steps, main) if timing else [])
+        chosen = self._greedy(request, ranked, cands, units)
+        if timing and chosen:
+            # the deadline of the document the answer is about (its first pick), not of a neighbour
+            chosen += self._deadline(request, cands, chosen, chosen[0].source.chunk.doc_id)
+        return chosen
+
+    def _greedy(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
+                units: dict[int, list[Unit]]) -> list[_Candidate]:
+        """The best few non-redundant units, grouped by source and in reading order within a source."""
         floor = ranked[0].score * self.min_relative
         pool = [c for c in ranked if c.score >= floor]
         chosen: list[_Candidate] = []
@@ -355,7 +452,7 @@ class ExtractiveComposer(Composer):
         ranked = self.score(request, cands)
         chosen = self.select(request, ranked, cands, units)
         if not chosen:
-            return Draft([], request.sources, self.name, no_answer=True)
+            return Draft([], request.all_sources, self.name, no_answer=True)
         # one citation per contiguous run of units from one chunk: its quote is the exact span they cover
         sentences: list[DraftSentence] = []
         groups: list[list[_Candidate]] = []
@@ -380,7 +477,7 @@ class ExtractiveComposer(Composer):
                     kind = "sentence"  # one step picked on its own reads as a sentence, not as "3. ..."
                 sentences.append(DraftSentence(c.unit.display, [cite], kind, c.unit.marker))
         support = max(c.score for c in chosen)
-        return Draft(sentences, request.sources, self.name, support=support)
+        return Draft(sentences, request.all_sources, self.name, support=support)
 
 
 # ---- chat model ----------------------------------------------------------------------------------------
@@ -469,7 +566,7 @@ class ChatComposer(Composer):
         budget -= count(format_history(history))
         blocks: list[str] = []
         given: list[Source] = []
-        for src in request.sources:
+        for src in request.all_sources:
             c = src.chunk
             block = format_source(src.number, c.metadata.get("title", c.doc_id), c.section, c.text)
             n = count(block) + 2

@@ -21,6 +21,18 @@ _EMPH_RE = re.compile(r"(\*\*|__)(.+?)\1")
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # a sentence ends at . ! ? (optionally closed by a quote or bracket) followed by space and an opening character
 _BOUNDARY_RE = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[A-Z0-9\"'“‘(\[]|v\d)")  # "v2.0 ..." starts a sentence
+# what a unit states about time: a duration or deadline ("within one month", "end of the following business
+# day"), deadline words, and headings that name a deadline section; read by retrieval (which chunk states the
+# deadline) and the extractive composer (which unit does)
+DURATION_RE = re.compile(
+    r"\b(\d+|one|two|three|four|five|six|seven|ten|fourteen|thirty)\s*-?\s*(further |more )?"
+    r"(business |calendar |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b"
+    r"|\bend of the (following|next) (business |working )?day\b",
+    re.IGNORECASE)
+DEADLINE_WORDS_RE = re.compile(r"\b(deadline|due|within|no later than|respond|extend(ed)?|extension|sla)\b",
+                               re.IGNORECASE)
+DEADLINE_HEAD_RE = re.compile(r"\b(sla|deadlines?|timelines?|time limits?|response times?|timing)\b",
+                              re.IGNORECASE)
 _ABBREV = frozenset(["e.g", "i.e", "etc", "vs", "no", "art", "approx", "mr", "mrs", "ms", "dr", "st", "u.s", "u.k", "inc", "ltd", "co", "sec", "fig", "p", "pp", "ca", "cf", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"])
 
 
