@@ -347,7 +347,9 @@ class AnswerService:
             self._timed(turn, "compose", t)
             return turn
         question = turn.condensed.standalone if turn.condensed.method == "chat" else turn.question
-        if turn.crisis:
+        if turn.crisis and turn.filters.audience is Audience.PUBLIC:
+            # the person at risk rarely uses the words of the help that answers them; an agent describing a case
+            # does, and their "what do I do" must still get the SOP's steps
             question = f"{question} {CRISIS_QUERY}"
         request = ComposeRequest(question, turn.condensed, r.sources,
                                  turn.filters.audience.value, turn.history, self.weights(), r.query_vector,

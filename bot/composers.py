@@ -55,6 +55,9 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
 ]
 
 
+SCOPE_SECTION_RE = re.compile(r"\b(?:when this applies|scope|applies to|purpose|overview)\b", re.IGNORECASE)
+
+
 def answer_type_bonus(question: str, text: str) -> float:
     """1.0 when the unit contains the kind of thing the question asks for (a duration, an amount, a queue...)."""
     for asks, gives in _ANSWER_TYPES:
@@ -341,7 +344,10 @@ class ExtractiveComposer(Composer):
         if not lists:
             return []
         (number, list_id), best_step = max(lists.items(), key=lambda kv: kv[1])
-        if best_step < ranked[0].score * self.case_ratio:
+        # A scope section ("When this applies") restates the situation the agent is describing, so it always
+        # fits the question well; it says which procedure applies, not that the question is about one case.
+        cases = [c.score for c in ranked if not SCOPE_SECTION_RE.search(" ".join(c.source.chunk.section_path))]
+        if cases and best_step < cases[0] * self.case_ratio:
             return []
         anchor = next(c for c in cands if c.source.number == number and c.unit.list_id == list_id)
         steps = self._list_for(anchor, cands, ("step", "lead"), units)
@@ -354,6 +360,8 @@ class ExtractiveComposer(Composer):
         for lead in ranked:  # the main document's best unit outside the steps, if it beats every step
             if lead.score <= best_step * self.lead_margin:
                 break
+            if SCOPE_SECTION_RE.search(" ".join(lead.source.chunk.section_path)):
+                continue
             if (lead.source.chunk.doc_id != main or lead.unit.kind not in ("sentence", "item", "row")
                     or (lead.source.number, lead.unit.position) in in_list):
                 continue

@@ -116,6 +116,8 @@ def test_an_agent_gets_the_crisis_sop_and_its_p1_escalation(kb_service):
     assert not a.refused
     assert "sop-self-harm-imminent-danger" in [c.doc_id for c in a.citations]
     assert a.escalation is not None and a.escalation.priority == "P1"
+    # "what do I do" gets the SOP's steps, not its "when this applies" paragraph restating the situation
+    assert "1. Set the ticket to P1" in a.text and "2. Send Crisis resources" in a.text
 
 
 @pytest.mark.parametrize("message", ["How do I kill a stuck LIVE stream?", "My order is in danger of being late",
