@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
     refusal_threshold: float = Field(
-        0.44, description="Minimum answerability score (bot/answerability.py: estimated probability that the KB "
+        0.51, description="Minimum answerability score (bot/answerability.py: estimated probability that the KB "
         "answers the question) to answer; calibrated on eval/suites/kb_*.jsonl (README.md (Calibration))."
     )
     refusal_threshold_internal: float | None = Field(

@@ -76,7 +76,7 @@ class Chunk:
         about (measured: doc2dial recall@5 +0.013, mtrag unchanged; README.md (Benchmarks)). Markdown links are
         left out: link text describes the page it points to, not this passage, and a cross-reference bullet
         ("handle it under [Hacked account recovery](kb:sop-account-hacked)") otherwise out-scores the SOP it
-        names (measured: kb_agent recall@1 +0.02, corpora unchanged or better; docs/readme/answers.md)."""
+        names (measured: kb_agent recall@1 +0.02, corpora unchanged or better; README.md (Procedural agent questions))."""
         head = " > ".join((self.metadata.get("title", ""),) + self.section_path)
         body = _MD_LINK_RE.sub(" ", self.text)
         return f"{head}\n{head}\n{body}" if head.strip() else body
