@@ -23,7 +23,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from bot.condense import Condensed, TermWeights, asks_timing, is_procedural
+from bot.condense import Condensed, TermWeights, asks_timing, is_procedural, region_hints
 from bot.config import Settings
 from bot.errors import ModelEndpointError
 from bot.guard import looks_like_injection
@@ -53,6 +53,21 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
      re.compile(r"\b(can't|cannot|can not|never|only|must|do not|don't|not allowed|may not|no one|always|"
                 r"is not|are not|isn't|aren't|won't)\b", re.IGNORECASE)),
 ]
+
+
+EXTENSION_RE = re.compile(r"\bextend(?:ed|s|able)?\b|\bextension\b", re.IGNORECASE)
+_REGION_WORDS = {
+    "EU": re.compile(r"\b(?:EU|EEA|European Union)\b"),
+    "UK": re.compile(r"\b(?:UK|United Kingdom)\b"),
+    "US": re.compile(r"\b(?:US|United States|CCPA|CPRA)\b"),
+    "ROW": re.compile(r"\b(?:rest of (?:the )?world|ROW)\b", re.IGNORECASE),
+}
+
+
+def region_conflict(text: str, regions: tuple[str, ...]) -> bool:
+    """Whether text is about other regions only: it names some region, and none of the requester's."""
+    named = {r for r, rx in _REGION_WORDS.items() if rx.search(text)}
+    return bool(named) and not named & set(regions)
 
 
 SCOPE_SECTION_RE = re.compile(r"\b(?:when this applies|scope|applies to|purpose|overview)\b", re.IGNORECASE)
@@ -377,11 +392,14 @@ class ExtractiveComposer(Composer):
         if any(DURATION_RE.search(c.unit.display) and DEADLINE_WORDS_RE.search(c.unit.display) for c in chosen
                if c.unit.kind != "step"):
             return []
+        hints = region_hints(request.condensed.question)
         scored: list[tuple[float, _Candidate]] = []
         for c in cands:
             if c.source.chunk.doc_id != main or (c.source.number, c.unit.position) in have:
                 continue
             if c.unit.kind in ("step", "lead") or not DURATION_RE.search(c.unit.display):
+                continue
+            if hints and region_conflict(c.unit.display, hints):  # "a user in Germany": not the US row's 45 days
                 continue
             worded = DEADLINE_WORDS_RE.search(c.unit.display) is not None
             headed = DEADLINE_HEAD_RE.search(" ".join(c.source.chunk.section_path)) is not None
@@ -398,6 +416,15 @@ class ExtractiveComposer(Composer):
             picked.append(c)
             if len(picked) == 2:
                 break
+        # A deadline that can be extended is only half stated without its extension ("one month" vs "one month,
+        # extendable by two further months"): add the main document's extension unit when one was retrieved.
+        said = chosen + picked
+        if picked and not any(EXTENSION_RE.search(o.unit.display) for o in said):
+            for _, c in scored:
+                if (EXTENSION_RE.search(c.unit.display) and c not in picked
+                        and not any(self._overlap(c.unit, o.unit) > self.redundancy for o in said)):
+                    picked.append(c)
+                    break
         return picked
 
     def select(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],

@@ -157,3 +157,17 @@ def test_a_particular_case_is_answered_by_its_decision_not_the_whole_procedure(k
                        [], INTERNAL)
     assert "acct-recovery" in a.text and len(numbered_lines(a.text)) == 0
     assert_verified(a)
+
+
+def test_deadlines_of_other_regions_are_not_quoted():
+    from bot.composers import region_conflict
+
+    assert region_conflict("US: Deadline: 45 calendar days (CCPA/CPRA); Extension: Once, by 45 more days", ("EU",))
+    assert not region_conflict("EU/EEA and UK: One month from receipt (GDPR Art. 12(3))", ("EU",))
+    assert not region_conflict("Respond within one month of receipt of the request.", ("EU",))  # names none
+
+
+def test_a_german_users_deadline_is_the_gdpr_one(kb_service):
+    a = kb_service.ask("A user in Germany wants the data we hold on them: what do I do and by when?", [],
+                       Filters(audience=Audience.INTERNAL))
+    assert "one month" in a.text and "45" not in a.text
