@@ -140,7 +140,7 @@ SCREENSHOT_QUESTIONS = [
     "How do I handle a report that someone is impersonating a brand?",
     "A family member tells us the account holder has died. What do we do?",
 ]
-CONSOLE_QUESTION = "How do I handle a hacked account where the email was changed?"
+CONSOLE_QUESTION = "A user in Germany wants the data we hold on them: what do I do and by when?"
 
 
 def take_screenshots(out_dir: Path, executable: str = "/usr/bin/chromium") -> None:
