@@ -642,6 +642,27 @@ def chain_answerer(settings: Settings, index, composer: str | None = None) -> An
     return ask
 
 
+def case_fields(case: EvalCase) -> dict[str, Any]:
+    """The part of a case record that comes from the case itself: what was asked and what was expected."""
+    return {
+        "id": case.id,
+        "question": case.question,
+        "history": list(case.history),
+        "audience": case.audience.value,
+        "regions": list(case.regions),
+        "as_of": case.as_of.isoformat() if case.as_of else None,
+        "tags": list(case.all_tags()),
+        "expected": {
+            "answerable": case.answerable,
+            "expected_refusal": case.expected_refusal,
+            "gold_doc_ids": list(case.gold_doc_ids),
+            "expected_facts": list(case.expected_facts),
+            "gold_passage": case.gold_passage,
+            "reference_answer": case.reference_answer,
+        },
+    }
+
+
 def retrieval_answerer(settings: Settings, index) -> Answerer:
     """Retrieval only: an empty answer carrying the ranked doc ids (for measuring retrieval alone)."""
     from bot.retrieval import HybridSearcher
@@ -867,21 +888,7 @@ class EvalRunner:
                 metrics["leak_findings"] = leaks
                 failures += [f"LEAK: {x}" for x in leaks]
         return {
-            "id": case.id,
-            "question": case.question,
-            "history": list(case.history),
-            "audience": case.audience.value,
-            "regions": list(case.regions),
-            "as_of": case.as_of.isoformat() if case.as_of else None,
-            "tags": list(case.all_tags()),
-            "expected": {
-                "answerable": case.answerable,
-                "expected_refusal": case.expected_refusal,
-                "gold_doc_ids": list(case.gold_doc_ids),
-                "expected_facts": list(case.expected_facts),
-                "gold_passage": case.gold_passage,
-                "reference_answer": case.reference_answer,
-            },
+            **case_fields(case),
             "answer": answer.text if answered else None,
             "refused": answer.refused if answered else None,
             "refusal_reason": answer.refusal_reason if answered else None,
@@ -912,17 +919,7 @@ class EvalRunner:
         except Exception as exc:  # one bad case must not lose the run; it is counted and shown in the report
             log.warning("case %s failed: %s: %s", case.id, type(exc).__name__, exc)
             return {
-                "id": case.id,
-                "question": case.question,
-                "history": list(case.history),
-                "audience": case.audience.value,
-                "tags": list(case.all_tags()),
-                "expected": {
-                    "answerable": case.answerable,
-                    "expected_refusal": case.expected_refusal,
-                    "gold_doc_ids": list(case.gold_doc_ids),
-                    "expected_facts": list(case.expected_facts),
-                },
+                **case_fields(case),
                 "answer": None,
                 "refused": None,
                 "citations": [],
