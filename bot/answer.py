@@ -26,7 +26,7 @@ from langchain_core.runnables import RunnableLambda
 
 from bot import answerability
 from bot.composers import ChatComposer, Composer, ComposeRequest, Draft, ExtractiveComposer, Source
-from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
+from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights, region_hints
 from bot.config import Settings
 from bot.errors import InputRejectedError, ModelEndpointError
 from bot.guard import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
@@ -34,6 +34,7 @@ from bot.index import KnowledgeIndex
 from bot.lexical import analyze
 from bot.models import Answer, Audience, Escalation, Filters, ScoredChunk
 from bot.retrieval import HybridSearcher
+from bot.units import region_conflict
 from bot.verify import CitationVerifier, Verified
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: d
     best matches the question; lines of an 'Escalation' section and earlier documents are preferred. The team
     and a missing priority come from the KB's queue table when there is one."""
     q_terms = set(analyze(question))
+    hints = region_hints(question)
     best: tuple[float, str, str, str, str, str] | None = None
     for order, doc_id in enumerate(doc_ids):
         doc = generation.documents.get(doc_id)
@@ -205,6 +207,8 @@ def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: d
                     continue
                 queue_name = qm.group(1) or qm.group(2)
                 if queues and queue_name not in queues:
+                    continue
+                if hints and region_conflict(line, hints):  # a French user's case, not "for US and ROW users"
                     continue
                 overlap = len(q_terms & set(analyze(line))) / max(len(q_terms), 1)
                 score = overlap + (0.5 if in_escalation else 0.0) + (0.2 if pm else 0.0) - 0.2 * order

@@ -31,7 +31,7 @@ from bot.lexical import analyze
 from bot.models import Chunk
 from bot.prompts import NO_ANSWER, QUOTES_HEADER, answer_messages, format_history, format_source
 from bot.retrieval import main_document
-from bot.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE, Unit, split_units
+from bot.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE, Unit, region_conflict, split_units
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,6 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
 
 
 EXTENSION_RE = re.compile(r"\bextend(?:ed|s|able)?\b|\bextension\b", re.IGNORECASE)
-_REGION_WORDS = {
-    "EU": re.compile(r"\b(?:EU|EEA|European Union)\b"),
-    "UK": re.compile(r"\b(?:UK|United Kingdom)\b"),
-    "US": re.compile(r"\b(?:US|United States|CCPA|CPRA)\b"),
-    "ROW": re.compile(r"\b(?:rest of (?:the )?world|ROW)\b", re.IGNORECASE),
-}
-
-
-def region_conflict(text: str, regions: tuple[str, ...]) -> bool:
-    """Whether text is about other regions only: it names some region, and none of the requester's."""
-    named = {r for r, rx in _REGION_WORDS.items() if rx.search(text)}
-    return bool(named) and not named & set(regions)
-
-
 SCOPE_SECTION_RE = re.compile(r"\b(?:when this applies|scope|applies to|purpose|overview)\b", re.IGNORECASE)
 
 

@@ -33,6 +33,20 @@ DEADLINE_WORDS_RE = re.compile(r"\b(deadline|due|within|no later than|respond|ex
                                re.IGNORECASE)
 DEADLINE_HEAD_RE = re.compile(r"\b(sla|deadlines?|timelines?|time limits?|response times?|timing)\b",
                               re.IGNORECASE)
+_REGION_WORDS = {
+    "EU": re.compile(r"\b(?:EU|EEA|European Union)\b"),
+    "UK": re.compile(r"\b(?:UK|United Kingdom)\b"),
+    "US": re.compile(r"\b(?:US|United States|CCPA|CPRA)\b"),
+    "ROW": re.compile(r"\b(?:rest of (?:the )?world|ROW)\b", re.IGNORECASE),
+}
+
+
+def region_conflict(text: str, regions: tuple[str, ...]) -> bool:
+    """Whether text is about other regions only: it names some region, and none of the requester's."""
+    named = {r for r, rx in _REGION_WORDS.items() if rx.search(text)}
+    return bool(named) and not named & set(regions)
+
+
 _ABBREV = frozenset(["e.g", "i.e", "etc", "vs", "no", "art", "approx", "mr", "mrs", "ms", "dr", "st", "u.s", "u.k", "inc", "ltd", "co", "sec", "fig", "p", "pp", "ca", "cf", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"])
 
 

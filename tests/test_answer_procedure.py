@@ -160,7 +160,7 @@ def test_a_particular_case_is_answered_by_its_decision_not_the_whole_procedure(k
 
 
 def test_deadlines_of_other_regions_are_not_quoted():
-    from bot.composers import region_conflict
+    from bot.units import region_conflict
 
     assert region_conflict("US: Deadline: 45 calendar days (CCPA/CPRA); Extension: Once, by 45 more days", ("EU",))
     assert not region_conflict("EU/EEA and UK: One month from receipt (GDPR Art. 12(3))", ("EU",))
@@ -171,3 +171,10 @@ def test_a_german_users_deadline_is_the_gdpr_one(kb_service):
     a = kb_service.ask("A user in Germany wants the data we hold on them: what do I do and by when?", [],
                        Filters(audience=Audience.INTERNAL))
     assert "one month" in a.text and "45" not in a.text
+
+
+def test_escalation_reason_is_not_another_regions_rule(kb_service):
+    a = kb_service.ask("A user in France says a card payment for coins was unauthorised. What do I do and by when?",
+                       [], Filters(audience=Audience.INTERNAL))
+    assert a.escalation is not None and a.escalation.source_doc_id == "sop-unauthorised-payments-psd2"
+    assert "US and ROW" not in a.escalation.reason
