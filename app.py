@@ -11,8 +11,8 @@ import logging
 import streamlit as st
 from pydantic import ValidationError
 
-from bot.config import Settings
-from bot.console import get_index, get_ingest_lock, sync_with_progress
+from bot.core.config import Settings
+from bot.surfaces.console import get_index, get_ingest_lock, sync_with_progress
 
 log = logging.getLogger("policydesk.console")
 

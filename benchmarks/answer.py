@@ -29,14 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.answer import AnswerService
-from bot.config import Settings
-from bot.documents import load_paths
-from bot.embeddings import LocalMiniLMEmbeddings
-from bot.evaluation import load_suite
-from bot.guard import trim_history
-from bot.index import KnowledgeIndex
-from bot.units import split_units
+from bot.answer.service import AnswerService
+from bot.core.config import Settings
+from bot.ingest.loaders import load_paths
+from bot.ingest.embeddings import LocalMiniLMEmbeddings
+from bot.evaluation.runner import load_suite
+from bot.answer.safety import trim_history
+from bot.ingest.index import KnowledgeIndex
+from bot.core.units import split_units
 
 SECTIONS = ("Overview", "When this applies", "Before you start", "Steps", "Decision points", "Escalation",
             "SLA", "Do not", "Regional rules", "Related")

@@ -14,7 +14,7 @@ Metrics (answerable questions unless said otherwise):
 - quote verification: share of citations whose quote is an exact substring of the cited chunk.
 - latency p50/p95 of the whole answer (ms), and of each stage.
 - condensing: retrieval hit@5 on questions with history, with (a) the question alone, (b) the retriever's own
-  history blending, (c) the deterministic condense of bot.condense.
+  history blending, (c) the deterministic condense of bot.answer.condense.
 - answerability ROC AUC: how well the answerability score (Answer.confidence) separates answerable from
   unanswerable questions (corpora with both kinds).
 With --sweep it also prints refusal rates for a range of thresholds. These are measurements: the threshold and
@@ -32,12 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.answer import AnswerService
-from bot.config import Settings
-from bot.guard import trim_history
-from bot.index import KnowledgeIndex
-from bot.lexical import analyze
-from bot.models import Audience, Filters
+from bot.answer.service import AnswerService
+from bot.core.config import Settings
+from bot.answer.safety import trim_history
+from bot.ingest.index import KnowledgeIndex
+from bot.core.text import analyze
+from bot.core.models import Audience, Filters
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 

@@ -1,4 +1,4 @@
-"""Fit the answerability scorer (bot/answerability.py) on the project's own eval suites and print its constants.
+"""Fit the answerability scorer (bot/answer/assess.py) on the project's own eval suites and print its constants.
 
 Usage:
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit            # fit, print WEIGHTS + sweep
@@ -8,7 +8,7 @@ Every case of eval/suites/kb_agent.jsonl and kb_public.jsonl is asked through th
 --data-dir on first use) with refusal switched off, and the six features of each answer are recorded; label =
 the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
 features, so no extra dependency) is fitted on both suites together and printed in raw feature units, ready to
-paste into bot/answerability.py. Also printed: 5-fold cross-validated ROC AUC, per-suite AUC, and the share
+paste into bot/answer/assess.py. Also printed: 5-fold cross-validated ROC AUC, per-suite AUC, and the share
 refused at each threshold, with the highest threshold that still answers at least --answer-rate of the
 answerable cases of each suite (how Settings.refusal_threshold was chosen). The third-party corpora are not used
 here: benchmarks/answer_quality.py measures the result on them.
@@ -25,15 +25,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import answerability
-from bot.answer import AnswerService, Turn
-from bot.config import Settings
-from bot.evaluation import load_suite
-from bot.guard import trim_history
-from bot.index import KnowledgeIndex
+from bot.answer import assess
+from bot.answer.service import AnswerService, Turn
+from bot.core.config import Settings
+from bot.evaluation.runner import load_suite
+from bot.answer.safety import trim_history
+from bot.ingest.index import KnowledgeIndex
 
 SUITES = [ROOT / "eval" / "suites" / "kb_agent.jsonl", ROOT / "eval" / "suites" / "kb_public.jsonl"]
-NAMES = list(answerability.Features.__dataclass_fields__)
+NAMES = list(assess.Features.__dataclass_fields__)
 
 
 def collect(service: AnswerService, suite: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +97,8 @@ def main() -> None:
     y = np.concatenate([d[1] for d in data.values()])
 
     if a.current:
-        w = np.array([answerability.WEIGHTS[n] for n in NAMES])
-        b = answerability.INTERCEPT
+        w = np.array([assess.WEIGHTS[n] for n in NAMES])
+        b = assess.INTERCEPT
     else:
         w, b = fitted(x, y, a.l2)
         # cross-validated AUC, so the figure is not the fit's own training score
@@ -109,7 +109,7 @@ def main() -> None:
             fw, fb = fitted(x[train], y[train], a.l2)
             cv[fold] = x[fold] @ fw + fb
         print(f"5-fold cross-validated ROC AUC (both suites): {auc(cv, y):.3f}")
-        print("\n# paste into bot/answerability.py")
+        print("\n# paste into bot/answer/assess.py")
         print("WEIGHTS: dict[str, float] = {")
         for n, v in zip(NAMES, w):
             print(f'    "{n}": {v:.3f},')

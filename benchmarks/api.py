@@ -184,12 +184,12 @@ def main() -> None:
             mode = f"chroma server {host}:{port}"
         console.print("ingesting kb/ ...")
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "bot.cli", "ingest", "--json"], env=env, cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest", "--json"], env=env, cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
         console.print(f"ingested in {time.perf_counter() - t0:.1f} s")
         api_port = free_port()
         base = f"http://127.0.0.1:{api_port}"
-        server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(api_port),
+        server = subprocess.Popen([sys.executable, "-m", "bot.surfaces.cli", "serve", "--port", str(api_port),
                                    "--workers", str(args.workers), "--log-level", "warning"],
                                   env=env, cwd=ROOT)
         wait_http(f"{base}/v1/health", server, 180, "policydesk serve")

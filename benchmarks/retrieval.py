@@ -39,8 +39,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.config import Settings
-from bot.models import Audience, Filters
+from bot.core.config import Settings
+from bot.core.models import Audience, Filters
 
 console = Console(width=None if sys.stdout.isatty() else 170)  # tables stay readable when piped
 CORPORA = ROOT.parent / "shared" / "corpora"
@@ -78,7 +78,7 @@ def machine_caveat() -> str:
 
 def load_embedder():
     """The local MiniLM embedder the product uses by default."""
-    from bot.embeddings import build_embeddings
+    from bot.ingest.embeddings import build_embeddings
 
     return build_embeddings(Settings())
 
@@ -138,14 +138,14 @@ class CachedEmbeddings:
     """LangChain Embeddings around the product embedder, caching vectors by text hash on disk (same vectors)."""
 
     def __init__(self, embedder, path: Path):
-        from bot.embeddings import EmbeddingCache
+        from bot.ingest.embeddings import EmbeddingCache
 
         self._embedder = embedder
         self._cache = EmbeddingCache(path, "benchmark-minilm")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages, reusing cached vectors."""
-        from bot.embeddings import embed_with_cache
+        from bot.ingest.embeddings import embed_with_cache
 
         vectors, _ = embed_with_cache(self._embedder, self._cache, texts)
         return vectors.tolist()
@@ -157,7 +157,7 @@ class CachedEmbeddings:
 
 def product_index(corpus: str, workdir: Path, embedder):
     """A PolicyDesk index of the corpus with the product's default Settings (cached under workdir)."""
-    from bot.index import KnowledgeIndex
+    from bot.ingest.index import KnowledgeIndex
 
     s = Settings(data_dir=workdir / f"quality-{corpus}-{Settings().chunk_tokens}", kb_dir=CORPORA / corpus / "docs")
     index = KnowledgeIndex(s, embedder=embedder)
@@ -192,7 +192,7 @@ def langchain_recipe(corpus: str, workdir: Path, embedder):
 
 def quality_for(corpus: str, workdir: Path, quick: bool, embedder) -> list[QualityRow]:
     """Doc-level recall@1/5/10 and MRR@10 of PolicyDesk and the baselines on one corpus."""
-    from bot.retrieval import HybridSearcher
+    from bot.search.retrieval import HybridSearcher
 
     questions = load_questions(corpus)
     if quick:
@@ -259,9 +259,9 @@ def quality_table(rows: list[QualityRow]) -> Table:
 
 def ingest_benchmark(workdir: Path, quick: bool) -> dict[str, Any]:
     """Ingest chunks/s on a fresh data dir vs the raw embedder's chunks/s on the same chunk texts."""
-    from bot.chunking import Chunker
-    from bot.documents import load_paths
-    from bot.index import KnowledgeIndex, doc_metadata
+    from bot.ingest.chunking import Chunker
+    from bot.ingest.loaders import load_paths
+    from bot.ingest.index import KnowledgeIndex, doc_metadata
 
     embedder = load_embedder()
     src = CORPORA / "doc2dial" / "docs"
@@ -310,7 +310,7 @@ def ingest_benchmark(workdir: Path, quick: bool) -> dict[str, Any]:
 
 def resync_benchmark(workdir: Path, repeats: int = 5) -> dict[str, Any]:
     """Time a sync of an unchanged kb/ with a fresh KnowledgeIndex each time, and `policydesk ingest` end to end."""
-    from bot.index import KnowledgeIndex
+    from bot.ingest.index import KnowledgeIndex
 
     kb = Settings().kb_dir
     s = Settings(data_dir=workdir / "kb-index", kb_dir=kb)
@@ -394,8 +394,8 @@ def write_synthetic_kb(folder: Path, n_chunks: int, seed: int = 7) -> None:
 
 def latency_at(n_chunks: int, workdir: str, queries: int) -> dict[str, Any]:
     """Build (or reuse) a synthetic index of about n_chunks and time queries with the real query embedder."""
-    from bot.index import KnowledgeIndex
-    from bot.retrieval import HybridSearcher
+    from bot.ingest.index import KnowledgeIndex
+    from bot.search.retrieval import HybridSearcher
 
     root = Path(workdir) / f"synthetic-{n_chunks}"
     kb = root / "kb"

@@ -8,9 +8,9 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from bot.config import Settings
-from bot.console import get_index, get_store, user_message
-from bot.errors import PolicyDeskError
+from bot.core.config import Settings
+from bot.surfaces.console import get_index, get_store, user_message
+from bot.core.errors import PolicyDeskError
 
 log = logging.getLogger("policydesk.console")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from bot.config import Settings
-from bot.console import (
+from bot.core.config import Settings
+from bot.surfaces.console import (
     CONSOLE_SURFACE,
     REGION_CHOICES,
     answer_markdown,
@@ -28,7 +28,7 @@ from bot.console import (
     stream_text,
     user_message,
 )
-from bot.errors import PolicyDeskError, StoreError
+from bot.core.errors import PolicyDeskError, StoreError
 
 log = logging.getLogger("policydesk.console")
 
@@ -187,7 +187,7 @@ def ask(question: str) -> None:
         slot = st.empty()
         sink: dict[str, Any] = {}
         try:
-            from bot.guard import validate_question
+            from bot.answer.safety import validate_question
 
             validate_question(question, history, settings)
             service = get_service(settings)

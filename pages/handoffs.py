@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bot.config import Settings
-from bot.console import escape_markdown, get_store, user_message
-from bot.errors import PolicyDeskError
+from bot.core.config import Settings
+from bot.surfaces.console import escape_markdown, get_store, user_message
+from bot.core.errors import PolicyDeskError
 
 settings = Settings()
 store = get_store(settings)

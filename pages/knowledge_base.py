@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from bot.config import Settings
-from bot.console import (
+from bot.core.config import Settings
+from bot.surfaces.console import (
     get_index,
     get_ingest_lock,
     kb_rows,
@@ -19,7 +19,7 @@ from bot.console import (
     unindexed_lint_rows,
     user_message,
 )
-from bot.lint import lint_kb
+from bot.ingest.lint import lint_kb
 
 log = logging.getLogger("policydesk.console")
 

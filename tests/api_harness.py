@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from bot.config import Settings
+from bot.core.config import Settings
 
 API_KEY = "test-agent-key-5f1c"
 
@@ -112,9 +112,9 @@ def api_settings(base: Settings, **overrides: Any) -> Settings:
 def running_api(base: Settings, index: Any, workdir: Path, service: Any = None,
                 **overrides: Any) -> Iterator[ApiServer]:
     """The real app (AnswerService over `index`, SQLite store in workdir) on loopback, with a webhook."""
-    from bot.answer import AnswerService
-    from bot.api import create_app
-    from bot.store import Store
+    from bot.answer.service import AnswerService
+    from bot.surfaces.api import create_app
+    from bot.store.sqlite import Store
 
     with WebhookSink() as sink:
         settings = api_settings(base, **{"handoff_webhook_url": sink.url, **overrides})

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.config import Settings
-from bot.index import KnowledgeIndex
+from bot.core.config import Settings
+from bot.ingest.index import KnowledgeIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_KB = Path(__file__).resolve().parent / "fixtures" / "kb"

@@ -37,11 +37,11 @@ def main() -> None:
     """Ingest the KB, search it, and report results and refused connection attempts."""
     from pathlib import Path
 
-    from bot.config import Settings
-    from bot.index import KnowledgeIndex
-    from bot.models import Audience, Filters
-    from bot.retrieval import HybridSearcher
-    from bot.tokens import get_encoding
+    from bot.core.config import Settings
+    from bot.ingest.index import KnowledgeIndex
+    from bot.core.models import Audience, Filters
+    from bot.search.retrieval import HybridSearcher
+    from bot.core.tokens import get_encoding
 
     kb, data = Path(sys.argv[1]), Path(sys.argv[2])
     index = KnowledgeIndex(Settings(data_dir=data, kb_dir=kb))

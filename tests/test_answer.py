@@ -9,12 +9,13 @@ from datetime import date
 import pytest
 from typer.testing import CliRunner
 
-from bot.answer import AnswerService, answer_question, stream_answer
-from bot.composers import Draft, DraftCitation, DraftSentence, ExtractiveComposer, Source, is_howto
-from bot.condense import DeterministicCondenser, TermWeights, looks_like_follow_up
-from bot.errors import InputRejectedError
-from bot.models import Audience, Filters
-from bot.verify import CitationVerifier, locate_quote
+from bot.answer.service import AnswerService, answer_question, stream_answer
+from bot.answer.compose import Draft, DraftCitation, DraftSentence, Source, is_howto
+from bot.answer.extractive import ExtractiveComposer
+from bot.answer.condense import DeterministicCondenser, TermWeights, looks_like_follow_up
+from bot.core.errors import InputRejectedError
+from bot.core.models import Audience, Filters
+from bot.answer.verify import CitationVerifier, locate_quote
 
 AS_OF = date(2026, 10, 1)  # v2.0 of the coin refund SOP is in force (effective 2026-07-01)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)
@@ -165,7 +166,7 @@ def test_injected_document_is_data_not_instructions(service):
 
 
 def test_pii_in_questions_is_redacted_before_logging(service, caplog):
-    with caplog.at_level(logging.INFO, logger="bot.answer"):
+    with caplog.at_level(logging.INFO, logger="bot.answer.service"):
         service.ask("I am jane@example.com, card 4111 1111 1111 1111: how do I ask for a coin refund?", [], PUBLIC)
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "[EMAIL]" in logged and "[CARD]" in logged
@@ -264,7 +265,7 @@ def test_locate_quote_normalises_markdown_and_punctuation():
 def test_extractive_composer_skips_instructions_even_without_the_verifier(fixture_index, service):
     chunk = chunk_by_doc(fixture_index, "help-injected")
     cond = DeterministicCondenser().run("Tell me about gift cards and refunds", [])
-    from bot.composers import ComposeRequest
+    from bot.answer.compose import ComposeRequest
 
     draft = ExtractiveComposer(None).run(ComposeRequest(cond.question, cond, [Source(1, chunk, 0.1, 0.5)]))
     assert [s.text for s in draft.sentences] == ["Gift cards can be redeemed for coins in the app."]
@@ -310,7 +311,7 @@ def test_stream_answer_function_refusal(fixture_settings, fixture_index):
 
 
 def test_cli_ask_prints_answer_citations_and_json(fixture_settings, fixture_index, tmp_path):
-    from bot.cli import app
+    from bot.surfaces.cli import app
 
     runner = CliRunner()
     base = ["--data-dir", str(fixture_settings.data_dir), "ask"]

@@ -7,11 +7,11 @@ from datetime import date
 
 import pytest
 
-from bot.answer import AnswerService
-from bot.condense import asks_timing, is_procedural, question_intent, region_hints
-from bot.lexical import analyze
-from bot.models import Audience, Chunk, Filters
-from bot.retrieval import HybridSearcher, main_document
+from bot.answer.service import AnswerService
+from bot.search.intent import asks_timing, is_procedural, question_intent, region_hints
+from bot.core.text import analyze
+from bot.core.models import Audience, Chunk, Filters
+from bot.search.retrieval import HybridSearcher, main_document
 
 AS_OF = date(2026, 10, 1)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)
@@ -160,7 +160,7 @@ def test_a_particular_case_is_answered_by_its_decision_not_the_whole_procedure(k
 
 
 def test_deadlines_of_other_regions_are_not_quoted():
-    from bot.units import region_conflict
+    from bot.core.units import region_conflict
 
     assert region_conflict("US: Deadline: 45 calendar days (CCPA/CPRA); Extension: Once, by 45 more days", ("EU",))
     assert not region_conflict("EU/EEA and UK: One month from receipt (GDPR Art. 12(3))", ("EU",))

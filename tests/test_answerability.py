@@ -1,13 +1,13 @@
-"""The answerability scorer (bot/answerability.py): its features on real text, and refusals on the real kb/."""
+"""The answerability scorer (bot/answer/assess.py): its features on real text, and refusals on the real kb/."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot import answerability
-from bot.answer import AnswerService, Turn
-from bot.condense import Condensed, TermWeights
-from bot.models import Audience, Filters
+from bot.answer import assess
+from bot.answer.service import AnswerService, Turn
+from bot.answer.condense import Condensed, TermWeights
+from bot.core.models import Audience, Filters
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 PUBLIC = Filters(audience=Audience.PUBLIC)
@@ -36,31 +36,31 @@ def condensed(question: str) -> Condensed:
     ("Why was my video removed?", ["Videos that break the rules are removed."], 0.0),  # asks no typed thing
 ])
 def test_type_missing_says_whether_the_evidence_holds_what_was_asked_for(question, evidence, missing):
-    assert answerability.type_missing(question, evidence) == missing
+    assert assess.type_missing(question, evidence) == missing
 
 
 def test_number_missing_needs_a_number_for_how_many_questions():
-    assert answerability.number_missing("How many strikes lead to a ban?", ["Strikes add up over time."]) == 1.0
-    assert answerability.number_missing("How many strikes lead to a ban?", ["Three strikes lead to a ban."]) == 0.0
-    assert answerability.number_missing("Who reviews appeals?", ["A moderator reviews it."]) == 0.0
+    assert assess.number_missing("How many strikes lead to a ban?", ["Strikes add up over time."]) == 1.0
+    assert assess.number_missing("How many strikes lead to a ban?", ["Three strikes lead to a ban."]) == 0.0
+    assert assess.number_missing("Who reviews appeals?", ["A moderator reviews it."]) == 0.0
 
 
 def test_coverage_features_weigh_rare_question_terms_most():
     weights = TermWeights({"refund": 2, "coin": 3, "account": 40}, 50)
     chunk = "How to refund coins."
-    f = answerability.features(condensed("refund coins account"), [0.5], [chunk], [chunk], weights)
+    f = assess.features(condensed("refund coins account"), [0.5], [chunk], [chunk], weights)
     assert 0.5 < f.chunk_coverage < 1.0, "the chunk misses only the common term"
     assert f.sentence_coverage == pytest.approx(f.chunk_coverage)
-    g = answerability.features(condensed("refund coins account"), [0.5], ["The account page."], [], weights)
+    g = assess.features(condensed("refund coins account"), [0.5], ["The account page."], [], weights)
     assert g.chunk_coverage < 0.2 and g.sentence_coverage == 0.0
 
 
 def test_score_rises_with_evidence_and_falls_when_the_asked_kind_is_missing():
-    strong = answerability.Features(0.7, 0.9, 0.8, 0.0, 0.0)
-    weak = answerability.Features(0.2, 0.2, 0.1, 0.0, 0.0)
-    assert answerability.score(strong) > 0.9 and answerability.score(weak) < 0.1
-    typed = answerability.Features(0.55, 0.7, 0.6, 0.0, 0.0)
-    assert answerability.score(answerability.Features(0.55, 0.7, 0.6, 1.0, 1.0)) < answerability.score(typed)
+    strong = assess.Features(0.7, 0.9, 0.8, 0.0, 0.0)
+    weak = assess.Features(0.2, 0.2, 0.1, 0.0, 0.0)
+    assert assess.score(strong) > 0.9 and assess.score(weak) < 0.1
+    typed = assess.Features(0.55, 0.7, 0.6, 0.0, 0.0)
+    assert assess.score(assess.Features(0.55, 0.7, 0.6, 1.0, 1.0)) < assess.score(typed)
 
 
 # ---- refusals on the real knowledge base ----------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_in_kb_questions_are_answered_with_citations(kb_service, question):
 def test_the_answer_confidence_is_the_score_of_the_recorded_features(kb_service):
     turn = kb_service.chain.invoke(Turn("How do I delete my account?", [], PUBLIC, "extractive"))
     assert turn.answerability is not None
-    assert turn.retrieved.confidence == pytest.approx(answerability.score(turn.answerability))
+    assert turn.retrieved.confidence == pytest.approx(assess.score(turn.answerability))
     assert turn.answerability.top_similarity == pytest.approx(
         max(s.similarity for s in turn.retrieved.sources[:3]))
 
@@ -123,7 +123,7 @@ def test_an_agent_gets_the_crisis_sop_and_its_p1_escalation(kb_service):
 @pytest.mark.parametrize("message", ["How do I kill a stuck LIVE stream?", "My order is in danger of being late",
                                      "How do I delete my account?"])
 def test_ordinary_questions_are_not_crisis_messages(message):
-    from bot.guard import crisis_signal
+    from bot.answer.safety import crisis_signal
 
     assert not crisis_signal(message)
     assert crisis_signal("she's in danger right now") and crisis_signal("I keep thinking about self-harm")

@@ -17,12 +17,12 @@ import pytest
 from api_harness import API_KEY, api_settings, free_port, running_api, serve_in_thread
 from pydantic import SecretStr
 
-from bot.answer import AnswerService
-from bot.api import create_app
-from bot.errors import IndexUnavailableError, ModelEndpointError
-from bot.index import KnowledgeIndex
-from bot.models import Audience, Filters
-from bot.store import Store
+from bot.answer.service import AnswerService
+from bot.surfaces.api import create_app
+from bot.core.errors import IndexUnavailableError, ModelEndpointError
+from bot.ingest.index import KnowledgeIndex
+from bot.core.models import Audience, Filters
+from bot.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,7 +275,7 @@ def test_public_chat_stream_is_released_sentence_by_sentence(kb_settings, kb_ind
 
 
 def test_token_bucket_refills_and_forgets_old_clients():
-    from bot.api import TokenBucketLimiter
+    from bot.surfaces.api import TokenBucketLimiter
 
     bucket = TokenBucketLimiter(per_minute=3, max_clients=2)
     assert [bucket.take("a", now=0.0)[0] for _ in range(4)] == [True, True, True, False]
@@ -586,7 +586,7 @@ def test_openapi_spec_documents_the_endpoints_and_auth(api_server):
 # ---- the serve command -------------------------------------------------------------------------------------
 def test_serve_refuses_several_workers_without_a_chroma_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYDESK_")}
-    out = subprocess.run([sys.executable, "-m", "bot.cli", "--data-dir", str(tmp_path), "serve",
+    out = subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "--data-dir", str(tmp_path), "serve",
                           "--workers", "2"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
                          check=False)
     assert out.returncode == 2
@@ -603,12 +603,12 @@ def test_serve_with_two_workers_against_a_chroma_server(chroma_server, kb_settin
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYDESK_")}
     env.update(POLICYDESK_CHROMA_HOST=host, POLICYDESK_CHROMA_PORT=str(port), POLICYDESK_DATA_DIR=str(data),
                POLICYDESK_COLLECTION="api-workers", POLICYDESK_KB_DIR=str(ROOT / "kb"))
-    ingest = subprocess.run([sys.executable, "-m", "bot.cli", "ingest", "--json"], env=env,
+    ingest = subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest", "--json"], env=env,
                             capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     assert ingest.returncode == 0, ingest.stderr[-2000:]
     api_port = free_port()
     with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--workers", "2", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "bot.surfaces.cli", "serve", "--workers", "2", "--port",
                                  str(api_port), "--log-level", "warning"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:

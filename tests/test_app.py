@@ -12,8 +12,8 @@ import pytest
 from conftest import free_port
 from streamlit.testing.v1 import AppTest
 
-from bot.config import Settings
-from bot.store import Store
+from bot.core.config import Settings
+from bot.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -211,7 +211,7 @@ def test_first_start_ingests_the_kb_with_progress(tmp_path, monkeypatch, kb_sett
 
 def test_analytics_page_shows_the_stored_numbers(console_env):
     store = Store(console_env)
-    from bot.models import Answer, Audience, Citation
+    from bot.core.models import Answer, Audience, Citation
 
     cid = store.new_conversation("widget")
     cite = Citation(1, "sop-appeals-v1", "Appeals v1", "Steps", "quote", "sop-appeals-v1#0", Audience.INTERNAL,
@@ -279,9 +279,9 @@ def test_handoffs_page_lists_the_queue_and_claims(console_env):
     assert store.get_handoff(hid).status == "closed" and store.get_handoff(hid).closed_note == "refunded the duplicate"
 
 
-# ---- pure helpers behind the pages (bot/console.py) ---------------------------------------------------------
+# ---- pure helpers behind the pages (bot/surfaces/console.py) ---------------------------------------------------------
 def test_highlight_marks_the_quote_across_line_breaks_and_escapes_html():
-    from bot.console import highlight_html
+    from bot.surfaces.console import highlight_html
 
     text = "Intro <b>bold</b>.\nRefund unused coins\nwithin 14 days. Outro."
     html, found = highlight_html(text, "Refund unused coins within 14 days.")
@@ -293,7 +293,7 @@ def test_highlight_marks_the_quote_across_line_breaks_and_escapes_html():
 
 
 def test_citation_card_merges_manifest_metadata_and_badges():
-    from bot.console import citation_card
+    from bot.surfaces.console import citation_card
 
     docs = {"sop-a": {"meta": {"title": "Refunds (v2.0, effective 2026-07-01)", "version": "2.0",
                                "regions": "EU,UK", "last_reviewed": "2025-01-01", "review_due": "2025-07-01",
@@ -308,7 +308,7 @@ def test_citation_card_merges_manifest_metadata_and_badges():
 
 
 def test_chain_history_keeps_only_complete_exchanges():
-    from bot.console import chain_history
+    from bot.surfaces.console import chain_history
 
     turns = [{"role": "user", "text": "q1"}, {"role": "assistant", "text": "a1"},
              {"role": "user", "text": "too long"}, {"role": "assistant", "error": "rejected"},
@@ -319,7 +319,7 @@ def test_chain_history_keeps_only_complete_exchanges():
 
 
 def test_answer_markdown_and_copy_text():
-    from bot.console import answer_markdown, copy_text, escalation_text
+    from bot.surfaces.console import answer_markdown, copy_text, escalation_text
 
     assert answer_markdown("First.\nSecond.\n- a\n- b\n1. c") == "First.\n\nSecond.\n\n- a\n- b\n1. c"
     text = copy_text({"answer": "Refund it [1].", "citations": [
@@ -331,8 +331,8 @@ def test_answer_markdown_and_copy_text():
 
 
 def test_user_messages_for_errors_never_show_a_traceback():
-    from bot.console import user_message
-    from bot.errors import IndexUnavailableError, InputRejectedError, ModelEndpointError
+    from bot.surfaces.console import user_message
+    from bot.core.errors import IndexUnavailableError, InputRejectedError, ModelEndpointError
 
     assert user_message(InputRejectedError("Too long."))[0] == "warning"
     assert "Re-sync" in user_message(IndexUnavailableError("empty"))[1]
@@ -342,7 +342,7 @@ def test_user_messages_for_errors_never_show_a_traceback():
 
 
 def test_escape_markdown_shows_user_text_literally():
-    from bot.console import escape_markdown
+    from bot.surfaces.console import escape_markdown
 
     escaped = escape_markdown("see ![x](http://e/p.png) **now** :red[alert] a_b")
     assert "![" not in escaped and "**" not in escaped and ":red[" not in escaped

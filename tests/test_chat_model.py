@@ -7,11 +7,12 @@ from datetime import date
 
 import pytest
 
-from bot.answer import AnswerService
-from bot.composers import ChatComposer, ComposeRequest, Source, parse_chat_output
-from bot.condense import DeterministicCondenser
-from bot.models import Audience, Filters
-from bot.tokens import encoding_for_model
+from bot.answer.service import AnswerService
+from bot.answer.chat import ChatComposer, parse_chat_output
+from bot.answer.compose import ComposeRequest, Source
+from bot.answer.condense import DeterministicCondenser
+from bot.core.models import Audience, Filters
+from bot.core.tokens import encoding_for_model
 from tests.fake_openai_server import FakeOpenAIServer
 
 AS_OF = date(2026, 10, 1)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import EvalSuiteError
-from bot.evaluation import (
+from bot.core.errors import EvalSuiteError
+from bot.evaluation.runner import (
     EvalCase,
     EvalRunner,
     LeakDetector,
@@ -33,8 +33,8 @@ from bot.evaluation import (
     retrieval_metrics,
     split_sentences,
 )
-from bot.models import Answer, Audience, Citation, Filters
-from bot.report import render_html, render_markdown, write_reports
+from bot.core.models import Answer, Audience, Citation, Filters
+from bot.evaluation.report import render_html, render_markdown, write_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "eval" / "suites"
@@ -460,7 +460,7 @@ def test_llm_judge_over_real_http(fixture_settings, fixture_index):
 def cli(*args, data_dir: Path, check: bool = True):
     env = dict(os.environ, POLICYDESK_DATA_DIR=str(data_dir))
     out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", *map(str, args)],
+        [sys.executable, "-m", "bot.surfaces.cli", *map(str, args)],
         env=env,
         capture_output=True,
         check=False,

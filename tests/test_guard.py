@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import Settings
-from bot.errors import InputRejectedError
-from bot.guard import (
+from bot.core.config import Settings
+from bot.core.errors import InputRejectedError
+from bot.answer.safety import (
     iban_ok,
     looks_like_injection,
     luhn_ok,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings
-from bot.index import KnowledgeIndex, chroma_where, matches
-from bot.models import Audience, Filters
-from bot.retrieval import HybridRetriever, HybridSearcher
+from bot.core.config import Settings
+from bot.ingest.index import KnowledgeIndex, chroma_where, matches
+from bot.core.models import Audience, Filters
+from bot.search.retrieval import HybridRetriever, HybridSearcher
 
 PUBLIC = Filters(audience=Audience.PUBLIC)
 
@@ -186,7 +186,7 @@ def test_sigkill_mid_ingest_leaves_previous_index_serving(fixture_kb_dir, tmp_pa
     _write_bulk(kb / "bulk", 400)
 
     env = dict(os.environ, POLICYDESK_DATA_DIR=str(data), POLICYDESK_KB_DIR=str(kb))
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "ingest"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bot.surfaces.cli", "ingest"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = data / "embed_cache.sqlite"
     target = 1 if kill_when == "embedding" else 380

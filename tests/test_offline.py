@@ -25,15 +25,15 @@ def test_full_ingest_and_search_offline(fixture_kb_dir, tmp_path):
 
 
 def test_tiktoken_cache_fill_matches_pinned_hash(tmp_path):
-    from bot.tokens import fill_cache
+    from bot.core.tokens import fill_cache
 
     path = fill_cache("o200k_base", tmp_path)
     assert path.stat().st_size > 1_000_000
 
 
 def test_corrupt_model_file_is_refused(tmp_path, monkeypatch):
-    from bot import embeddings
-    from bot.errors import ModelIntegrityError
+    from bot.ingest import embeddings
+    from bot.core.errors import ModelIntegrityError
 
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not a model")

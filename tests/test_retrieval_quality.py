@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.config import Settings
-from bot.index import KnowledgeIndex
-from bot.lexical import LexicalIndex, analyze
-from bot.models import Audience, Filters
-from bot.retrieval import HybridSearcher
+from bot.core.config import Settings
+from bot.ingest.index import KnowledgeIndex
+from bot.core.text import analyze
+from bot.ingest.lexical import LexicalIndex
+from bot.core.models import Audience, Filters
+from bot.search.retrieval import HybridSearcher
 
 PUBLIC = Filters(audience=Audience.PUBLIC)
 

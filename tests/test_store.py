@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from bot.config import Settings
-from bot.embeddings import LocalMiniLMEmbeddings
-from bot.errors import InputRejectedError, StoreError
-from bot.models import Answer, Audience, Citation, Escalation
-from bot.store import MIGRATIONS, SCHEMA_VERSION, Store, cluster_questions
+from bot.core.config import Settings
+from bot.ingest.embeddings import LocalMiniLMEmbeddings
+from bot.core.errors import InputRejectedError, StoreError
+from bot.core.models import Answer, Audience, Citation, Escalation
+from bot.store.sqlite import MIGRATIONS, SCHEMA_VERSION, Store, cluster_questions
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ README.md (Benchmarks) have the figures):
 4. Document-level signals re-rank the fused list, so the document *about* a topic outranks documents that only
    mention or link to it: the share of the question's terms in the document's title, how strongly a second chunk
    of the same document matches, links to it from other top chunks whose link text has the question's words
-   (link text itself is left out of BM25: Chunk.lexical_text), and two hints read from the question (bot.condense.question_intent): for an
+   (link text itself is left out of BM25: Chunk.lexical_text), and two hints read from the question (bot.answer.condense.question_intent): for an
    agent's procedural question ("what do I do", "how do I handle") a prior for SOPs, the agent's authoritative
    procedure; and the regions of the countries it names ("a user in Germany" -> EU) favour documents for those
    regions. Hints only re-rank: they never hide a chunk the filters allow.
@@ -37,12 +37,12 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from bot.condense import QuestionIntent, question_intent
-from bot.config import Settings
-from bot.index import KnowledgeIndex, matches
-from bot.lexical import analyze
-from bot.models import Audience, Chunk, Filters, ScoredChunk
-from bot.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE
+from bot.search.intent import QuestionIntent, question_intent
+from bot.core.config import Settings
+from bot.ingest.index import KnowledgeIndex, matches
+from bot.core.text import analyze
+from bot.core.models import Audience, Chunk, Filters, ScoredChunk
+from bot.core.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE
 
 # History handling. Measured on doc2dial (follow-ups that stay on one page) and mtrag (conversations that drift
 # between passages); the values sit inside a plateau where neighbours score within a question or two.

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from bot.config import Settings
-from bot.errors import ModelIntegrityError, ModelEndpointError
+from bot.core.config import Settings
+from bot.core.errors import ModelIntegrityError, ModelEndpointError
 
 MINILM_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MAX_SEQ_TOKENS = 256  # all-MiniLM-L6-v2 was trained with 256 word pieces

@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from bot.chunking import Chunker
-from bot.config import Settings
-from bot.documents import load_paths
-from bot.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
-from bot.errors import IndexUnavailableError
-from bot.lexical import LexicalIndex
-from bot.models import Audience, Chunk, Document, Filters, SyncReport
+from bot.ingest.chunking import Chunker
+from bot.core.config import Settings
+from bot.ingest.loaders import load_paths
+from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
+from bot.core.errors import IndexUnavailableError
+from bot.ingest.lexical import LexicalIndex
+from bot.core.models import Audience, Chunk, Document, Filters, SyncReport
 
 log = logging.getLogger(__name__)
 

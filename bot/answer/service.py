@@ -24,18 +24,21 @@ from typing import Any
 import numpy as np
 from langchain_core.runnables import RunnableLambda
 
-from bot import answerability
-from bot.composers import ChatComposer, Composer, ComposeRequest, Draft, ExtractiveComposer, Source
-from bot.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights, region_hints
-from bot.config import Settings
-from bot.errors import InputRejectedError, ModelEndpointError
-from bot.guard import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
-from bot.index import KnowledgeIndex
-from bot.lexical import analyze
-from bot.models import Answer, Audience, Escalation, Filters, ScoredChunk
-from bot.retrieval import HybridSearcher
-from bot.units import region_conflict
-from bot.verify import CitationVerifier, Verified
+from bot.answer import assess
+from bot.answer.chat import ChatComposer, message_text
+from bot.answer.compose import Composer, ComposeRequest, Draft, Source
+from bot.answer.extractive import ExtractiveComposer
+from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
+from bot.search.intent import region_hints
+from bot.core.config import Settings
+from bot.core.errors import InputRejectedError, ModelEndpointError
+from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
+from bot.ingest.index import KnowledgeIndex
+from bot.core.text import analyze
+from bot.core.models import Answer, Audience, Escalation, Filters, ScoredChunk
+from bot.search.retrieval import HybridSearcher
+from bot.core.units import region_conflict
+from bot.answer.verify import CitationVerifier, Verified
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ REFUSAL_DETAIL = {
 @dataclass
 class Retrieved:
     """Retrieve stage output: the numbered sources; `confidence` (the answerability score of
-    bot/answerability.py) is filled in by the compose stage, which also weighs the extracted evidence."""
+    bot/answer/assess.py) is filled in by the compose stage, which also weighs the extracted evidence."""
 
     sources: list[Source]
     confidence: float
@@ -91,7 +94,7 @@ class Turn:
     retrieved: Retrieved | None = None
     draft: Draft | None = None
     verified: Verified | None = None
-    answerability: answerability.Features | None = None
+    answerability: assess.Features | None = None
     crisis: bool = False  # someone may be at risk: searched with the crisis vocabulary, never refused as unsure
     timings: dict[str, float] = field(default_factory=dict)
     on_token: Any = None  # callable(str) when streaming
@@ -361,10 +364,10 @@ class AnswerService:
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
         evidence = self.composer("extractive").run(request)
-        turn.answerability = answerability.features(
+        turn.answerability = assess.features(
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights())
-        r.confidence = answerability.score(turn.answerability)
+        r.confidence = assess.score(turn.answerability)
         if r.confidence < self._turn_threshold(turn):
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)
         elif turn.composer == "extractive":
@@ -533,9 +536,8 @@ class AnswerService:
 
 
 def _invoke_text(chat: ChatComposer, messages: list[tuple[str, str]]) -> str:
-    from bot.composers import _content
 
-    return _content(chat.llm.invoke(messages))
+    return message_text(chat.llm.invoke(messages))
 
 
 def answer_question(question: str, history: list[dict] | None, filters: Filters, settings: Settings,

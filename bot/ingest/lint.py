@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from bot.documents import load_paths
-from bot.models import Audience
+from bot.ingest.loaders import load_paths
+from bot.core.models import Audience
 
 LINK_RE = re.compile(r"\]\(kb:([A-Za-z0-9._-]+)\)")
 REQUIRED_FIELDS = ("id", "title", "type", "audience", "regions", "version", "effective_date", "owner",
@@ -90,12 +90,12 @@ def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = 
 
 def _declared_fields(doc) -> set[str]:
     """Fields actually written in the file's front matter or sidecar (not defaults)."""
-    from bot.documents import SIDECAR_SUFFIX, _load_markdown
+    from bot.ingest.loaders import SIDECAR_SUFFIX, load_markdown
 
     path = Path(doc.path)
     meta: dict = {}
     if path.suffix.lower() in (".md", ".markdown"):
-        meta, _ = _load_markdown(path)
+        meta, _ = load_markdown(path)
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     if sidecar.exists():
         import yaml

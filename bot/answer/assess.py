@@ -30,8 +30,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from bot.condense import Condensed, TermWeights
-from bot.lexical import analyze
+from bot.answer.condense import Condensed, TermWeights
+from bot.core.text import analyze
 
 # Fitted by benchmarks/answerability_fit.py on eval/suites/kb_agent.jsonl + kb_public.jsonl (L2-regularised
 # logistic regression, answerable = 1). Re-run the script and paste its output here when the pipeline changes.

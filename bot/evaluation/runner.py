@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bot.config import PROJECT_ROOT, Settings
-from bot.errors import EvalSuiteError
-from bot.lexical import analyze
-from bot.models import REGIONS, Answer, Audience, Citation, Filters
+from bot.core.config import PROJECT_ROOT, Settings
+from bot.core.errors import EvalSuiteError
+from bot.core.text import analyze
+from bot.core.models import REGIONS, Answer, Audience, Citation, Filters
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +464,7 @@ class LLMJudge:
     name = "llm"
 
     def __init__(self, settings: Settings, fallback: OfflineJudge, llm=None):
-        from bot.composers import build_chat_model
+        from bot.answer.chat import build_chat_model
 
         self.model = llm if llm is not None else build_chat_model(settings)
         self.fallback = fallback
@@ -472,8 +472,8 @@ class LLMJudge:
 
     def judge(self, sentences: Sequence[str], contexts: Sequence[Sequence[str]]) -> list[SentenceVerdict]:
         """A 1/0 verdict per statement from the model; the offline judge answers if the model cannot."""
-        from bot.composers import _content
-        from bot.prompts import faithfulness_messages
+        from bot.answer.chat import message_text
+        from bot.answer.prompts import faithfulness_messages
 
         if not sentences:
             return []
@@ -485,7 +485,7 @@ class LLMJudge:
         statements = [(s, [sources.index(t) + 1 for t in ctx]) for s, ctx in zip(sentences, contexts)]
         try:
             reply = self.model.invoke(faithfulness_messages(sources, statements))
-            verdicts = _parse_verdicts(_content(reply), len(sentences))
+            verdicts = _parse_verdicts(message_text(reply), len(sentences))
         except (
             Exception
         ) as exc:  # an unreachable or confused judge must not sink the run: fall back, count it
@@ -631,8 +631,8 @@ class Answerer(Protocol):
 
 
 def chain_answerer(settings: Settings, index, composer: str | None = None) -> Answerer:
-    """The product's answer chain (bot.answer.AnswerService) over the given index."""
-    from bot.answer import AnswerService
+    """The product's answer chain (bot.answer.service.AnswerService) over the given index."""
+    from bot.answer.service import AnswerService
 
     service = AnswerService(settings, index=index)
 
@@ -665,7 +665,7 @@ def case_fields(case: EvalCase) -> dict[str, Any]:
 
 def retrieval_answerer(settings: Settings, index) -> Answerer:
     """Retrieval only: an empty answer carrying the ranked doc ids (for measuring retrieval alone)."""
-    from bot.retrieval import HybridSearcher
+    from bot.search.retrieval import HybridSearcher
 
     searcher = HybridSearcher.from_settings(index, settings)
 
@@ -777,7 +777,7 @@ class EvalRunner:
         self.answerer = answerer
         gen = index.require_generation()
         self.generation = gen
-        from bot.retrieval import HybridSearcher
+        from bot.search.retrieval import HybridSearcher
 
         self.searcher = HybridSearcher.from_settings(index, settings)
         internal = [c.text for c in gen.chunks if c.metadata.get("audience") != "public"]
@@ -909,7 +909,7 @@ class EvalRunner:
 
     def run_case(self, case: EvalCase) -> dict[str, Any]:
         """Ask one case and score it; an exception becomes an error record (the run goes on)."""
-        from bot.guard import trim_history
+        from bot.answer.safety import trim_history
 
         # like every surface, send only the most recent turns that fit the history limits (corpora run longer)
         history = trim_history(list(case.history), self.settings)

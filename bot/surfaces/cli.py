@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.config import Settings
-from bot.errors import PolicyDeskError
-from bot.models import Audience, Filters
+from bot.core.config import Settings
+from bot.core.errors import PolicyDeskError
+from bot.core.models import Audience, Filters
 
 app = typer.Typer(help="PolicyDesk: grounded support-policy answers with verified citations.",
                   no_args_is_help=True, add_completion=False)
@@ -69,7 +69,7 @@ def parse_filters(audience: str, region: list[str] | None, product: list[str] | 
 
 def run_ingest(s: Settings, paths: list[Path], rebuild: bool, quiet: bool = False):
     """Sync the index with a rich progress bar; returns the SyncReport."""
-    from bot.index import KnowledgeIndex
+    from bot.ingest.index import KnowledgeIndex
 
     index = KnowledgeIndex(s)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -124,8 +124,8 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON with a `results` list."),
 ) -> None:
     """Print the ranked passages for a query, under the requester's filters."""
-    from bot.index import KnowledgeIndex
-    from bot.retrieval import HybridSearcher
+    from bot.ingest.index import KnowledgeIndex
+    from bot.search.retrieval import HybridSearcher
 
     s = settings()
     filters = parse_filters(audience, region, product, as_of, include_superseded)
@@ -161,7 +161,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
 ) -> None:
     """Answer a question with verified citations (or an honest refusal), under the requester's filters."""
-    from bot.answer import AnswerService
+    from bot.answer.service import AnswerService
 
     s = settings()
     filters = parse_filters(audience, region, product, as_of)
@@ -205,7 +205,7 @@ def kb_lint(
     loose: bool = typer.Option(False, "--loose", help="Do not require full front matter (third-party corpora)."),
 ) -> None:
     """Check front matter, duplicate ids, links between documents, review dates and supersedes chains."""
-    from bot.lint import lint_kb
+    from bot.ingest.lint import lint_kb
 
     s = settings()
     report = lint_kb(list(paths or [s.kb_dir]), strict_fields=not loose)
@@ -227,7 +227,7 @@ def kb_lint(
 @app.command()
 def stats(as_json: bool = typer.Option(False, "--json")) -> None:
     """Documents and chunks in the index, by audience and type, and the last sync."""
-    from bot.index import KnowledgeIndex
+    from bot.ingest.index import KnowledgeIndex
 
     data = KnowledgeIndex(settings()).stats()
     if as_json:
@@ -259,9 +259,9 @@ def eval_run(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
 ) -> None:
     """Answer every case of a suite and write per-case and aggregate metrics to a run file."""
-    from bot.evaluation import EvalRunner, eval_index_dir, file_sha256, load_suite
-    from bot.index import KnowledgeIndex
-    from bot.report import metrics_table
+    from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256, load_suite
+    from bot.ingest.index import KnowledgeIndex
+    from bot.evaluation.report import metrics_table
 
     if composer is not None and composer not in ("extractive", "chat"):
         raise typer.BadParameter(f"--composer must be extractive or chat, not {composer!r}")
@@ -300,8 +300,8 @@ def eval_report(
                                            "(default: next to the run file)."),
 ) -> None:
     """Write a Markdown and a self-contained HTML report (plots, failing cases, regressions vs a baseline)."""
-    from bot.evaluation import load_run
-    from bot.report import write_reports
+    from bot.evaluation.runner import load_run
+    from bot.evaluation.report import write_reports
 
     run = load_run(run_file)
     base = load_run(baseline) if baseline else None
@@ -317,7 +317,7 @@ def eval_gate(
                                             "(default: the run's suite name)."),
 ) -> None:
     """Exit 1 when a run's metrics miss the thresholds, naming each metric that failed."""
-    from bot.evaluation import gate, load_run, load_thresholds
+    from bot.evaluation.runner import gate, load_run, load_thresholds
 
     result = gate(load_run(run_file), load_thresholds(thresholds), suite_set)
     for c in result.checks:
@@ -354,14 +354,14 @@ def serve(
                   "the same variables; or run one worker.", highlight=False)
         raise typer.Exit(2)
     if workers == 1:
-        from bot.api import create_app
+        from bot.surfaces.api import create_app
 
         uvicorn.run(create_app(s), host=host, port=port, log_level=log_level)
         return
     if _state.data_dir:
         # Worker processes build their own Settings from the environment; hand --data-dir on that way.
         os.environ["POLICYDESK_DATA_DIR"] = str(_state.data_dir)
-    uvicorn.run("bot.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("bot.surfaces.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tiktoken
 
-from bot.errors import ModelIntegrityError
+from bot.core.errors import ModelIntegrityError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bot.lexical import analyze
+from bot.core.text import analyze
 
 _NUMBERED_RE = re.compile(r"^\s*(\d+)[.)]\s+")
 _BULLET_RE = re.compile(r"^\s*[-*+•]\s+")

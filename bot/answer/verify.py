@@ -12,10 +12,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from bot.composers import Draft, DraftSentence, Source
-from bot.guard import looks_like_injection
-from bot.lexical import analyze
-from bot.models import Audience, Citation, Filters
+from bot.answer.compose import Draft, DraftSentence, Source
+from bot.answer.safety import looks_like_injection
+from bot.core.text import analyze
+from bot.core.models import Audience, Citation, Filters
 
 log = logging.getLogger(__name__)
 

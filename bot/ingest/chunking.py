@@ -6,8 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from bot.models import Chunk, Document
-from bot.tokens import get_encoding
+from bot.core.models import Chunk, Document
+from bot.core.tokens import get_encoding
 
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _NUMBERED_RE = re.compile(r"^\s*\d+[.)]\s+")

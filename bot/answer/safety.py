@@ -12,8 +12,8 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from bot.config import Settings
-from bot.errors import InputRejectedError
+from bot.core.config import Settings
+from bot.core.errors import InputRejectedError
 
 USER_ROLES = frozenset({"user", "human"})
 AGENT_ROLES = frozenset({"agent", "assistant", "ai", "bot"})

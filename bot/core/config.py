@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
     refusal_threshold: float = Field(
-        0.51, description="Minimum answerability score (bot/answerability.py: estimated probability that the KB "
+        0.51, description="Minimum answerability score (bot/answer/assess.py: estimated probability that the KB "
         "answers the question) to answer; calibrated on eval/suites/kb_*.jsonl (README.md (Calibration))."
     )
     refusal_threshold_internal: float | None = Field(

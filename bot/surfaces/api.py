@@ -39,15 +39,15 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.config import Settings
-from bot.errors import (
+from bot.core.config import Settings
+from bot.core.errors import (
     IndexUnavailableError,
     InputRejectedError,
     ModelEndpointError,
     PolicyDeskError,
     StoreError,
 )
-from bot.models import REGIONS, Answer, Audience, Filters
+from bot.core.models import REGIONS, Answer, Audience, Filters
 
 log = logging.getLogger(__name__)
 
@@ -588,9 +588,9 @@ class ApiContext:
     """Everything the routes share, built once per app (no module-level state)."""
 
     settings: Settings
-    service: Any  # bot.answer.AnswerService
-    index: Any  # bot.index.KnowledgeIndex
-    store: Any  # bot.store.Store
+    service: Any  # bot.answer.service.AnswerService
+    index: Any  # bot.ingest.index.KnowledgeIndex
+    store: Any  # bot.store.sqlite.Store
     guard: PublicLeakGuard
     limiter: TokenBucketLimiter
     api_keys: tuple[str, ...]
@@ -598,14 +598,14 @@ class ApiContext:
 
 
 def _redact(text: str) -> str:
-    from bot.guard import redact_pii
+    from bot.answer.safety import redact_pii
 
     return redact_pii(text)
 
 
 def _validate(question: str, history: list[dict[str, str]],
               settings: Settings) -> tuple[str, list[dict[str, str]]]:
-    from bot.guard import validate_question
+    from bot.answer.safety import validate_question
 
     return validate_question(question, history, settings)
 
@@ -613,14 +613,14 @@ def _validate(question: str, history: list[dict[str, str]],
 def create_app(settings: Settings, index: Any = None, service: Any = None, store: Any = None) -> FastAPI:
     """The FastAPI app: one AnswerService, one Store and one rate limiter per app (pass them in to share)."""
     if service is None:
-        from bot.answer import AnswerService
-        from bot.index import KnowledgeIndex
+        from bot.answer.service import AnswerService
+        from bot.ingest.index import KnowledgeIndex
 
         index = index if index is not None else KnowledgeIndex(settings)
         service = AnswerService(settings, index)
     index = index if index is not None else service.index
     if store is None:
-        from bot.store import Store
+        from bot.store.sqlite import Store
 
         store = Store(settings)
     ctx = ApiContext(
@@ -1003,7 +1003,7 @@ async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[st
 
 def _answer_from_dict(d: dict[str, Any]) -> Answer:
     """Rebuild an Answer from `Answer.to_dict()` (the stream's final event): one check for both routes."""
-    from bot.models import Citation, Escalation
+    from bot.core.models import Citation, Escalation
 
     if isinstance(d, Answer):
         return d

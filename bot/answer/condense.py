@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bot.lexical import _STOP, analyze
+from bot.core.text import STOP_WORDS, analyze
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def looks_like_follow_up(question: str, weights: TermWeights | None = None) -> b
         return True
     if q.startswith(_CONTINUATIONS):
         return True
-    topical = [w for w in words if w not in _STOP and w not in _GENERIC and len(w) > 2]
+    topical = [w for w in words if w not in STOP_WORDS and w not in _GENERIC and len(w) > 2]
     return len(topical) <= 2
 
 
@@ -136,7 +136,7 @@ class DeterministicCondenser:
         for age, turn in enumerate(reversed(prior)):  # age 0 = the turn just before this question
             for word in _WORD_RE.findall(turn):
                 low = word.lower()
-                if low in _STOP or low in _GENERIC or low in _ANAPHORA or len(low) < 3:
+                if low in STOP_WORDS or low in _GENERIC or low in _ANAPHORA or len(low) < 3:
                     continue
                 stems = analyze(low)
                 if not stems or stems[0] in have:
@@ -162,7 +162,7 @@ class ChatCondenser:
     def run(self, question: str, history: Sequence[dict[str, str]] | None,
             weights: TermWeights | None = None) -> Condensed:
         """Rewrite with the model when there is history; keep the deterministic carried terms for retrieval."""
-        from bot.prompts import condense_messages
+        from bot.answer.prompts import condense_messages
 
         base = self._fallback.run(question, history, weights)
         if not user_turns(history):
@@ -182,91 +182,3 @@ class ChatCondenser:
 # ---- what a question asks for --------------------------------------------------------------------------
 # Read by retrieval (a prior for procedure documents, a region hint) and by the extractive composer (keep the
 # procedure's steps together, add the deadline). Hints only: nothing here filters what a requester may see.
-
-_PROCEDURAL_RE = re.compile(
-    r"\bhow (do|can|should|would|to|does one|are|is)\b(?! (long|much|many|often|soon|old|far|quickly|fast)\b)"
-    r"|\bsteps?\b|\bprocedure\b|\bprocess\b|\bwalk me through\b"
-    r"|\bwhat (do|should|must|can) (i|we|you|agents?) do\b|\bwhat(?:'s| is) the (next step|process|procedure)\b"
-    r"|\bhow (do|should) (i|we) (handle|deal with|process|action)\b",
-    re.IGNORECASE,
-)
-# asks by when something must happen or how long it takes ("when" alone is too loose: "when can a user...")
-_TIMING_RE = re.compile(
-    r"\bby when\b|\bhow (long|soon|quickly|fast)\b|\bdeadlines?\b|\bhow many (business |calendar |working )?"
-    r"(days|hours|weeks|months)\b|\bhow much time\b|\btime ?limits?\b|\bwhen (is|are) (it|this|that|they|the \w+) "
-    r"due\b|\bdue (date|by)\b|\bsla\b|\bwithin what\b|\bturnaround\b|\bwhen (do|must|should) (i|we) "
-    r"(respond|reply|answer|refund|deliver|finish|complete)\b",
-    re.IGNORECASE,
-)
-
-# Country and region names -> the KB's region codes (documents carry regions: EU, UK, US, ROW or global).
-# 'English' is left out: it names a language far more often than a country.
-_EU_NAMES = (
-    "austria austrian belgium belgian bulgaria bulgarian croatia croatian cyprus cypriot czechia czech denmark "
-    "danish estonia estonian finland finnish france french germany german greece greek hungary hungarian "
-    "ireland irish italy italian latvia latvian lithuania lithuanian luxembourg malta maltese netherlands dutch "
-    "holland poland polish portugal portuguese romania romanian slovakia slovak slovenia slovenian spain "
-    "spanish sweden swedish norway norwegian iceland icelandic liechtenstein eu eea europe european"
-)
-_UK_NAMES = "uk britain british england scotland scottish wales welsh"
-_US_NAMES = "us usa america american california californian texas florida virginia colorado illinois"
-_ROW_NAMES = (
-    "brazil brazilian mexico mexican canada canadian india indian japan japanese china chinese korea korean "
-    "australia australian indonesia indonesian philippines filipino turkey turkish nigeria nigerian "
-    "egypt egyptian argentina argentinian switzerland swiss singapore vietnam thailand "
-    "pakistan saudi uae emirates russia russian ukraine ukrainian kenya colombia chile"
-)
-_REGION_WORDS: dict[str, str] = {}
-for _names, _region in ((_EU_NAMES, "EU"), (_UK_NAMES, "UK"), (_US_NAMES, "US"), (_ROW_NAMES, "ROW")):
-    for _n in _names.split():
-        _REGION_WORDS[_n] = _region
-# multi-word names are matched as phrases; 'us' only as the capitalised abbreviation (not the pronoun)
-_REGION_PHRASE_RE = re.compile(
-    r"\b(united kingdom|united states|northern ireland|new york|new zealand|south africa|south korea)\b",
-    re.IGNORECASE)
-_REGION_PHRASES = {"united kingdom": "UK", "united states": "US", "northern ireland": "UK", "new york": "US",
-                   "new zealand": "ROW", "south africa": "ROW", "south korea": "ROW"}
-_CASE_SENSITIVE = {"us": "US", "uk": "UK", "eu": "EU", "eea": "EU"}  # must be written in capitals
-
-
-@dataclass(frozen=True)
-class QuestionIntent:
-    """What kind of answer a question wants: a procedure, a deadline, and which regions it mentions."""
-
-    procedural: bool = False
-    timing: bool = False
-    regions: tuple[str, ...] = ()
-
-
-def is_procedural(question: str) -> bool:
-    """Whether a question asks how to do something or what to do (so the procedure's steps answer it)."""
-    return bool(_PROCEDURAL_RE.search(question))
-
-
-def asks_timing(question: str) -> bool:
-    """Whether a question asks by when something must happen or how long it takes."""
-    return bool(_TIMING_RE.search(question))
-
-
-def region_hints(question: str) -> tuple[str, ...]:
-    """KB region codes of the countries and regions a question names ("a user in Germany" -> EU)."""
-    found: list[str] = []
-    rest = question
-    for m in _REGION_PHRASE_RE.finditer(question):
-        found.append(_REGION_PHRASES[m.group(1).lower()])
-    rest = _REGION_PHRASE_RE.sub(" ", rest)
-    for word in re.findall(r"[A-Za-z]+", rest):
-        low = word.lower()
-        if low in _CASE_SENSITIVE:
-            if word.isupper():
-                found.append(_CASE_SENSITIVE[low])
-            continue
-        region = _REGION_WORDS.get(low)
-        if region:
-            found.append(region)
-    return tuple(dict.fromkeys(found))
-
-
-def question_intent(question: str) -> QuestionIntent:
-    """Procedure, deadline and region hints of a question, for ranking and composing (never for filtering)."""
-    return QuestionIntent(is_procedural(question), asks_timing(question), region_hints(question))

@@ -2,7 +2,7 @@
 
 One file at `Settings.db_path`. The schema is created and upgraded by an ordered list of migrations recorded in
 `schema_version`, so an old data directory is upgraded in place. Every free text a person typed (questions,
-answers, feedback reasons, handoff transcripts) goes through `bot.guard.redact_pii` before it is written.
+answers, feedback reasons, handoff transcripts) goes through `bot.answer.safety.redact_pii` before it is written.
 Each thread keeps one long-lived connection (WAL journal, synchronous=NORMAL, busy timeout): opening a connection
 per call made every write pay a WAL checkpoint and fsync (about 27 ms), which queued writers under API load. One
 Store is safe to share between Streamlit sessions, API worker threads and processes.
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bot.config import Settings
-from bot.errors import InputRejectedError, StoreError
-from bot.models import Answer
+from bot.core.config import Settings
+from bot.core.errors import InputRejectedError, StoreError
+from bot.core.models import Answer
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,8 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _default_redact() -> Callable[[str], str]:
-    """bot.guard.redact_pii, imported on first write (the guard is its own module and owns the rules)."""
-    from bot.guard import redact_pii
+    """bot.answer.safety.redact_pii, imported on first write (the guard is its own module and owns the rules)."""
+    from bot.answer.safety import redact_pii
 
     return redact_pii
 

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping
-from functools import lru_cache
 
 import bm25s
 import numpy as np
 
+from bot.core.text import analyze
+
 # bm25s pins its own logger to DEBUG at import, which prints "Building index from tokens" on every build
 # whatever the application configured; hand the level back to normal logging configuration.
 logging.getLogger("bm25s").setLevel(logging.NOTSET)
-
-_TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
-_STOP = frozenset(
-    "a an and are as at be but by for from has have how i if in into is it its me my of on or our so "
-    "that the their them then there these they this to was we what when where which who will with you "
-    "your can do does did am been being would could should may might us".split()
-)
-
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def analyze(text: str) -> list[str]:
-    """Lower-case, split into word tokens, drop stop words, stem."""
-    words = [w.replace("’", "'") for w in _TOKEN_RE.findall(text.lower())]
-    words = [w for w in words if w not in _STOP]
-    return _stemmer().stemWords(words)
 
 
 class LexicalIndex:

@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from bot.errors import DocumentError
-from bot.models import DOC_TYPES, REGIONS, Audience, Document
+from bot.core.errors import DocumentError
+from bot.core.models import DOC_TYPES, REGIONS, Audience, Document
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".txt")
 SIDECAR_SUFFIX = ".meta.yaml"
@@ -100,7 +100,8 @@ def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
     return data
 
 
-def _load_markdown(path: Path) -> tuple[dict[str, Any], str]:
+def load_markdown(path: Path) -> tuple[dict[str, Any], str]:
+    """Front matter (as written, no defaults) and body of a Markdown file."""
     text = _read_text(path)
     m = _FRONT_MATTER_RE.match(text)
     if not m:
@@ -203,7 +204,7 @@ def _load_docx(path: Path) -> tuple[dict[str, Any], str]:
 
 
 _LOADERS: dict[str, Callable[[Path], tuple[dict[str, Any], str]]] = {
-    ".md": _load_markdown, ".markdown": _load_markdown, ".txt": _load_text,
+    ".md": load_markdown, ".markdown": load_markdown, ".txt": _load_text,
     ".html": _load_html, ".htm": _load_html, ".pdf": _load_pdf, ".docx": _load_docx,
 }
 

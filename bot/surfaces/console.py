@@ -16,8 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
-from bot.errors import (
+from bot.core.config import Settings
+from bot.core.errors import (
     IndexUnavailableError,
     InputRejectedError,
     ModelEndpointError,
@@ -25,7 +25,7 @@ from bot.errors import (
     PolicyDeskError,
     StoreError,
 )
-from bot.models import REGIONS, Audience, Filters
+from bot.core.models import REGIONS, Audience, Filters
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def _cache_resource(fn):
 
 @_cache_resource
 def _index(key: str, _settings: Settings):
-    from bot.index import KnowledgeIndex
+    from bot.ingest.index import KnowledgeIndex
 
     return KnowledgeIndex(_settings)
 
@@ -397,14 +397,14 @@ def _ingest_lock(key: str) -> threading.Lock:
 
 @_cache_resource
 def _store(db_path: str):
-    from bot.store import Store
+    from bot.store.sqlite import Store
 
     return Store(Path(db_path))
 
 
 @_cache_resource
 def _service(key: str, _settings: Settings, _index_obj):
-    from bot.answer import AnswerService
+    from bot.answer.service import AnswerService
 
     return AnswerService(_settings, _index_obj)
 

@@ -1,178 +1,40 @@
-"""Compose stage: turn numbered sources into a draft answer whose every sentence names its source and quote.
-
-Two composers share one interface (`Composer.run` does the shared work, subclasses implement `_compose`):
-- ExtractiveComposer (offline default): picks the sentences, list items, steps and table rows that answer the
-  question, scored by idf-weighted lexical overlap plus the MiniLM cosine of their chunk (optionally their own),
-  with MMR-style redundancy control; keeps numbered steps together for how-to questions. For an agent's
-  procedural question ("what do I do", "how do I handle") it answers with the main SOP's numbered steps, kept
-  together, led by the one unit that fits the question's particular case better than any step; when the question
-  asks by when ("by when", "how long", "deadline") it adds the sentence of that document stating the deadline.
-  Its quotes are the exact source spans it picked.
-- ChatComposer: an OpenAI-compatible chat model (langchain-openai ChatOpenAI) asked for [n] markers and one exact
-  quote per cited source; the verify stage checks every marker and quote it returns.
-"""
+"""The offline composer: picks the source sentences, steps and rows that answer the question (exact quotes)."""
 
 from __future__ import annotations
 
 import logging
-import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from bot.condense import Condensed, TermWeights, asks_timing, is_procedural, region_hints
-from bot.config import Settings
-from bot.errors import ModelEndpointError
-from bot.guard import looks_like_injection
-from bot.lexical import analyze
-from bot.models import Chunk
-from bot.prompts import NO_ANSWER, QUOTES_HEADER, answer_messages, format_history, format_source
-from bot.retrieval import main_document
-from bot.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE, Unit, region_conflict, split_units
+from bot.answer.compose import (
+    EXTENSION_RE,
+    SCOPE_SECTION_RE,
+    Composer,
+    ComposeRequest,
+    Draft,
+    DraftCitation,
+    DraftSentence,
+    Source,
+    answer_type_bonus,
+    is_howto,
+    phrases,
+)
+from bot.search.intent import asks_timing, region_hints
+from bot.answer.safety import looks_like_injection
+from bot.core.text import analyze
+from bot.core.units import (
+    DEADLINE_HEAD_RE,
+    DEADLINE_WORDS_RE,
+    DURATION_RE,
+    Unit,
+    region_conflict,
+    split_units,
+)
+from bot.search.retrieval import main_document
 
 log = logging.getLogger(__name__)
-
-TokenSink = Callable[[str], None]
-
-# What kind of answer a question wants, and what a unit that gives it contains (a small ranking bonus).
-_ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
-    (re.compile(r"\bhow (long|quickly|fast|soon)\b|\bdeadline\b|\bwhen\b|\bwithin\b|\bhow much time\b|"
-                r"\bwindow\b|\bhow many (days|hours|weeks)\b|\bsla\b|\btime limit\b", re.IGNORECASE),
-     re.compile(r"\b\d+\s*-?\s*(business |calendar |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b|"
-                r"\b(one|two|three) (days?|hours?|weeks?|months?)\b|\bimmediately\b|\bstraight away\b", re.IGNORECASE)),
-    (re.compile(r"\bhow much\b|\bcost\b|\bfees?\b|\bprice\b|\bthreshold\b|\bamount\b|\brate\b", re.IGNORECASE),
-     re.compile(r"(USD|EUR|GBP|\$|€|£)\s?\d|\d\s?(USD|EUR|GBP|%|percent)|\bfree\b|\bno (fee|charge)\b", re.IGNORECASE)),
-    (re.compile(r"\bwho\b|\bwhich (team|queue)\b|\bpriority\b|\bescalat|\broute\b|\bpage\b|\bqueue\b", re.IGNORECASE),
-     re.compile(r"`[a-z0-9]+(-[a-z0-9]+)+`|\bP[1-4]\b|\bteam\b|\bqueue\b|\brotation\b")),
-    (re.compile(r"\bhow old\b|\bage\b|\bminimum age\b", re.IGNORECASE),
-     re.compile(r"\b\d{1,2}\b[^.]{0,30}\b(old|older|younger|age)\b|\bunder \d{1,2}\b|\baged? \d{1,2}\b", re.IGNORECASE)),
-    (re.compile(r"^\s*(can|could|may|is it|are we|do we|does|is there|am i|should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
-     re.compile(r"\b(can't|cannot|can not|never|only|must|do not|don't|not allowed|may not|no one|always|"
-                r"is not|are not|isn't|aren't|won't)\b", re.IGNORECASE)),
-]
-
-
-EXTENSION_RE = re.compile(r"\bextend(?:ed|s|able)?\b|\bextension\b", re.IGNORECASE)
-SCOPE_SECTION_RE = re.compile(r"\b(?:when this applies|scope|applies to|purpose|overview)\b", re.IGNORECASE)
-
-
-def answer_type_bonus(question: str, text: str) -> float:
-    """1.0 when the unit contains the kind of thing the question asks for (a duration, an amount, a queue...)."""
-    for asks, gives in _ANSWER_TYPES:
-        if asks.search(question):
-            return 1.0 if gives.search(text) else 0.0
-    return 0.0
-
-
-@dataclass(frozen=True)
-class Source:
-    """A retrieved chunk as it is offered to a composer, with its 1-based number."""
-
-    number: int
-    chunk: Chunk
-    score: float = 0.0  # fused retrieval score
-    similarity: float = 0.0  # cosine of the query and the chunk (0 when the dense retriever did not return it)
-
-
-@dataclass(frozen=True)
-class DraftCitation:
-    """A [n] marker the composer put on a sentence and the quote it claims supports it."""
-
-    number: int
-    quote: str
-
-
-@dataclass
-class DraftSentence:
-    """One sentence, step or list item of a draft with the citations its composer attached."""
-
-    text: str
-    citations: list[DraftCitation]
-    kind: str = "sentence"  # sentence | lead | step | item | row
-    marker: str = ""  # list marker ("3.") kept for steps shown as a list
-
-
-@dataclass
-class Draft:
-    """A composer's answer before verification."""
-
-    sentences: list[DraftSentence]
-    sources: list[Source]
-    composer: str
-    no_answer: bool = False
-    support: float = 0.0  # the composer's own evidence score in [0, 1] (extractive: best unit score)
-    raw: str = ""  # the raw model output (chat), kept for debugging and the audit log
-
-
-@dataclass
-class ComposeRequest:
-    """What a composer is given: the question, its condensed form, the numbered sources and the requester."""
-
-    question: str
-    condensed: Condensed
-    sources: list[Source]
-    audience: str = "internal"
-    history: list[dict[str, str]] = field(default_factory=list)
-    weights: TermWeights = field(default_factory=TermWeights.uniform)
-    query_vector: np.ndarray | None = None
-    # chunks of the top document the retriever added for a procedural or timing question (its steps, its
-    # deadline), numbered after `sources`; composers may cite them like any source
-    companions: list[Source] = field(default_factory=list)
-
-    @property
-    def all_sources(self) -> list[Source]:
-        """The ranked sources followed by the companions."""
-        return self.sources + self.companions
-
-
-_PHRASE_WORD_RE = re.compile(r"[a-z0-9]+")
-_PHRASE_STOP = frozenset(["a", "an", "the", "of", "to", "in", "for", "is", "are", "be", "do", "does", "did", "i", "we", "you", "it", "my", "our", "your", "how", "what", "when", "can", "and", "or"])
-
-
-def phrases(text: str) -> set[tuple[str, str]]:
-    """Adjacent word pairs (lower-case, stop words kept so 'turn on' differs from 'turn off'), minus pairs of
-    two stop words."""
-    words = _PHRASE_WORD_RE.findall(text.lower())
-    return {(a, b) for a, b in pairwise(words) if not (a in _PHRASE_STOP and b in _PHRASE_STOP)}
-
-
-def is_howto(question: str) -> bool:
-    """Whether a question asks how to do something (so numbered steps should be kept together)."""
-    return is_procedural(question)
-
-
-class Composer(ABC):
-    """One interface for every composer; `run` handles the shared cases, subclasses implement `_compose`."""
-
-    name = "composer"
-
-    def run(self, request: ComposeRequest) -> Draft:
-        """Compose a draft; with no sources the draft is an honest no-answer."""
-        if not request.sources:
-            return Draft([], [], self.name, no_answer=True)
-        draft = self._compose(request)
-        draft.sentences = [s for s in draft.sentences if s.text.strip()]
-        draft.composer = self.name
-        if not draft.sentences:
-            draft.no_answer = True
-        return draft
-
-    def stream(self, request: ComposeRequest, on_token: TokenSink) -> Draft:
-        """Compose, reporting text as it is produced; composers that cannot stream report it at the end."""
-        draft = self.run(request)
-        for s in draft.sentences:
-            on_token(s.text + " ")
-        return draft
-
-    @abstractmethod
-    def _compose(self, request: ComposeRequest) -> Draft:
-        """Subclass hook: the draft for a request with at least one source."""
-
-
-# ---- extractive ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -327,7 +189,7 @@ class ExtractiveComposer(Composer):
 
     @staticmethod
     def main_document(request: ComposeRequest) -> str:
-        """The document whose procedure answers the question (bot.retrieval.main_document: for agents the
+        """The document whose procedure answers the question (bot.search.retrieval.main_document: for agents the
         best-ranked SOP among the first three sources), the same one the retriever took companions from."""
         return main_document([s.chunk for s in request.sources], request.audience)
 
@@ -502,184 +364,3 @@ class ExtractiveComposer(Composer):
 
 
 # ---- chat model ----------------------------------------------------------------------------------------
-
-_MARKER_RE = re.compile(r"\[(\d{1,3})\]")
-_QUOTE_LINE_RE = re.compile(r"^\s*[-*]?\s*\[(\d{1,3})\]\s*[:\-–—]?\s*[\"“”„'‘](.+)[\"“”'’]\s*$")
-_QUOTES_SPLIT_RE = re.compile(r"^\s*\**\s*quotes?\s*:?\s*\**\s*$", re.IGNORECASE | re.MULTILINE)
-_SENT_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])|(?<=\])\s+(?=[A-Z0-9\"“(])")
-_LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+")
-
-
-def parse_chat_output(raw: str) -> tuple[list[DraftSentence], bool]:
-    """Split a model reply into sentences with their [n] markers and quotes; (sentences, no_answer)."""
-    text = raw.strip()
-    if not text or text.upper().startswith(NO_ANSWER):
-        return [], True
-    parts = _QUOTES_SPLIT_RE.split(text, maxsplit=1)
-    body = parts[0]
-    quotes: dict[int, list[str]] = {}
-    if len(parts) > 1:
-        for line in parts[1].splitlines():
-            m = _QUOTE_LINE_RE.match(line)
-            if m:
-                quotes.setdefault(int(m.group(1)), []).append(m.group(2).strip())
-    sentences: list[DraftSentence] = []
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        lm = _LIST_LINE_RE.match(line)
-        pieces = [line[lm.end():]] if lm else _SENT_END_RE.split(line.strip())
-        for piece in pieces:
-            numbers = [int(n) for n in _MARKER_RE.findall(piece)]
-            clean = re.sub(r"\s*\[\d{1,3}\]", "", piece).strip()
-            if not clean:
-                continue
-            cites = []
-            for n in dict.fromkeys(numbers):
-                cites.append(DraftCitation(n, _best_quote(clean, quotes.get(n, []))))
-            kind = "sentence" if not lm else ("step" if lm.group(1)[0].isdigit() else "item")
-            sentences.append(DraftSentence(clean, cites, kind, lm.group(1) if lm and kind == "step" else ""))
-    return sentences, False
-
-
-def _best_quote(sentence: str, options: list[str]) -> str:
-    """The quote for a marker that shares the most words with the sentence ('' when none was given)."""
-    if not options:
-        return ""
-    terms = set(analyze(sentence))
-    return max(options, key=lambda q: len(terms & set(analyze(q))))
-
-
-class ChatComposer(Composer):
-    """Answer with an OpenAI-compatible chat model, asking for [n] markers and exact quotes."""
-
-    name = "chat"
-
-    def __init__(self, settings: Settings, llm=None):
-        self.settings = settings
-        self._llm = llm
-
-    @property
-    def llm(self):
-        """The ChatOpenAI client, built on first use from Settings."""
-        if self._llm is None:
-            self._llm = build_chat_model(self.settings)
-        return self._llm
-
-    def messages(self, request: ComposeRequest) -> tuple[list[tuple[str, str]], list[Source]]:
-        """Prompt messages within the model's context window, and the sources that fit into it."""
-        from bot.tokens import encoding_for_model
-
-        enc = encoding_for_model(self.settings.chat_model)
-        count = lambda s: len(enc.encode_ordinary(s))
-        base = answer_messages(request.question, [], [], request.audience)
-        budget = self.settings.chat_context_window - self.settings.chat_max_tokens - sum(count(c) for _, c in base)
-        budget -= 64  # message framing overhead of the chat format
-        # history: newest turns first, at most a quarter of the budget
-        history: list[dict[str, str]] = []
-        used = 0
-        for turn in reversed(request.history):
-            n = count(turn.get("text", "")) + 4
-            if used + n > budget // 4:
-                break
-            history.insert(0, turn)
-            used += n
-        budget -= count(format_history(history))
-        blocks: list[str] = []
-        given: list[Source] = []
-        for src in request.all_sources:
-            c = src.chunk
-            block = format_source(src.number, c.metadata.get("title", c.doc_id), c.section, c.text)
-            n = count(block) + 2
-            if n > budget:
-                if budget > 64:  # the best source must not be dropped whole: cut it to what fits
-                    ids = enc.encode_ordinary(c.text)[: budget - 48]
-                    cut = enc.decode(ids)
-                    blocks.append(format_source(src.number, c.metadata.get("title", c.doc_id), c.section, cut))
-                    given.append(src)
-                break
-            blocks.append(block)
-            given.append(src)
-            budget -= n
-        return answer_messages(request.question, blocks, history, request.audience), given
-
-    def _compose(self, request: ComposeRequest) -> Draft:
-        msgs, given = self.messages(request)
-        try:
-            raw = _content(self.llm.invoke(msgs))
-        except Exception as exc:
-            raise ModelEndpointError(f"Chat model {self.settings.chat_model!r} failed: {exc}") from exc
-        sentences, no_answer = parse_chat_output(raw)
-        return Draft(sentences, given, self.name, no_answer=no_answer, raw=raw)
-
-    def stream(self, request: ComposeRequest, on_token: TokenSink) -> Draft:
-        """Stream the answer part of the reply token by token; the QUOTES block is held back."""
-        if not request.sources:
-            return Draft([], [], self.name, no_answer=True)
-        msgs, given = self.messages(request)
-        raw = ""
-        shown = 0
-        try:
-            for chunk in self.llm.stream(msgs):
-                raw += _content(chunk)
-                # hold back the tail that might be the start of the QUOTES header or NO_ANSWER
-                visible = _visible_part(raw)
-                if len(visible) > shown:
-                    on_token(visible[shown:])
-                    shown = len(visible)
-        except Exception as exc:
-            raise ModelEndpointError(f"Chat model {self.settings.chat_model!r} failed: {exc}") from exc
-        sentences, no_answer = parse_chat_output(raw)
-        draft = Draft(sentences, given, self.name, no_answer=no_answer, raw=raw)
-        draft.sentences = [s for s in draft.sentences if s.text.strip()]
-        if not draft.sentences:
-            draft.no_answer = True
-        return draft
-
-
-def _visible_part(raw: str) -> str:
-    """The part of a streaming reply safe to show: before QUOTES, never a partial NO_ANSWER, minus a held tail."""
-    if NO_ANSWER.startswith(raw.strip()[: len(NO_ANSWER)]) and len(raw.strip()) <= len(NO_ANSWER) + 2:
-        return ""
-    m = _QUOTES_SPLIT_RE.search(raw)
-    if m:
-        return raw[: m.start()]
-    return raw[: max(0, len(raw) - len(QUOTES_HEADER) - 4)]
-
-
-def _content(message) -> str:
-    """Text of a LangChain message or chunk (content may be a string or a list of parts)."""
-    content = getattr(message, "content", message)
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content or "")
-
-
-def build_chat_model(settings: Settings):
-    """ChatOpenAI for OpenAI or any OpenAI-compatible server, configured only from Settings."""
-    from langchain_openai import ChatOpenAI
-
-    if settings.openai_api_key is None and settings.openai_base_url is None:
-        raise ModelEndpointError(
-            "composer=chat needs POLICYDESK_OPENAI_API_KEY, or POLICYDESK_OPENAI_BASE_URL for a local "
-            "OpenAI-compatible server (Ollama, vLLM, llama.cpp)."
-        )
-    kwargs: dict = {
-        "model": settings.chat_model,
-        "api_key": settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed",
-        "base_url": settings.openai_base_url,
-        "temperature": settings.chat_temperature,
-        "timeout": settings.chat_timeout_s,
-        "max_retries": 1,
-    }
-    if settings.send_max_tokens_in_extra_body:
-        # llama.cpp / vLLM ignore max_completion_tokens, which is what langchain-openai sends for max_tokens
-        kwargs["extra_body"] = {"max_tokens": settings.chat_max_tokens}
-    else:
-        kwargs["max_tokens"] = settings.chat_max_tokens
-    return ChatOpenAI(**kwargs)
-
-
-def iter_tokens(text: str) -> Iterator[str]:
-    """Split text into word-sized pieces for surfaces that animate non-streaming answers."""
-    yield from re.findall(r"\S+\s*", text)

@@ -1,0 +1,1 @@
+"""Types every stage passes, Settings, errors, the text toolkit and the audience rule."""

@@ -1,0 +1,1 @@
+"""Evaluation: suites, metrics, judges, runner, gate and reports."""

@@ -1,0 +1,1 @@
+"""Ingestion: loaders, chunking, embeddings, index writing and KB lint."""

@@ -1,0 +1,1 @@
+"""Search: hybrid retrieval (dense + BM25, fusion) under the requester's filters."""

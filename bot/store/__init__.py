@@ -1,0 +1,1 @@
+"""The store: conversations, answers, feedback, handoffs, audit log and analytics."""

@@ -1,0 +1,1 @@
+"""Surfaces that call the answer service: HTTP API, console helpers, CLI."""
