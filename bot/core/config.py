@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Per-file limits of an ingest: a KB file over them is reported and skipped, so one huge file cannot hold the
+# ingest lock for minutes. 2M characters is about 2,000 chunks (about a minute of embedding on 2 cores).
+DEFAULT_MAX_DOCUMENT_BYTES = 20_000_000
+DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
 
 
 class Settings(BaseSettings):
@@ -22,6 +26,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".policydesk"), description="Index, manifest, caches and the SQLite store.")
     kb_dir: Path = Field(PROJECT_ROOT / "kb", description="Knowledge-base folder ingested by default.")
     collection: str = Field("policydesk", description="Chroma collection name.")
+    max_document_bytes: int = Field(
+        DEFAULT_MAX_DOCUMENT_BYTES, gt=0, description="KB files larger than this on disk are reported, not ingested."
+    )
+    max_document_chars: int = Field(
+        DEFAULT_MAX_DOCUMENT_CHARS, gt=0, description="KB files whose text is longer are reported, not ingested."
+    )
 
     # Chroma: embedded on disk by default, or a server for several processes / scale-out
     chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded PersistentClient.")

@@ -359,9 +359,11 @@ class KnowledgeIndex:
 
     def _sync_locked(self, paths: list[Path], rebuild: bool, progress: Progress | None) -> SyncReport:
         report = SyncReport()
-        loaded = load_paths(paths)
-        report.failed = dict(loaded.failures)
         old = self.generation()
+        established = {} if old is None else {k: v["path"] for k, v in old.documents.items()}
+        loaded = load_paths(paths, max_bytes=self.settings.max_document_bytes,
+                            max_chars=self.settings.max_document_chars, established=established)
+        report.failed = dict(loaded.failures)
         legacy = old is not None and not old.split_by_audience
         if legacy:
             log.info("Index in %s keeps vectors in one collection; re-indexing into per-audience collections "

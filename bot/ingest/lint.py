@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from bot.ingest.loaders import load_paths
+from bot.core.config import Settings
 from bot.core.models import Audience
+from bot.ingest.loaders import load_markdown, load_paths, read_sidecar
 
 LINK_RE = re.compile(r"\]\(kb:([A-Za-z0-9._-]+)\)")
 REQUIRED_FIELDS = ("id", "title", "type", "audience", "regions", "version", "effective_date", "owner",
@@ -43,10 +44,12 @@ class LintReport:
         return [i for i in self.issues if i.severity == "warning"]
 
 
-def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = True) -> LintReport:
+def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = True,
+            settings: Settings | None = None) -> LintReport:
     """Check every KB document; strict_fields requires the full front matter (our own kb/)."""
     today = today or date.today()
-    loaded = load_paths(paths)
+    settings = settings or Settings()
+    loaded = load_paths(paths, max_bytes=settings.max_document_bytes, max_chars=settings.max_document_chars)
     report = LintReport(documents=len(loaded.documents))
     for path, problem in loaded.failures.items():
         fld = ""
@@ -90,15 +93,9 @@ def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = 
 
 def _declared_fields(doc) -> set[str]:
     """Fields actually written in the file's front matter or sidecar (not defaults)."""
-    from bot.ingest.loaders import SIDECAR_SUFFIX, load_markdown
-
     path = Path(doc.path)
     meta: dict = {}
     if path.suffix.lower() in (".md", ".markdown"):
         meta, _ = load_markdown(path)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    if sidecar.exists():
-        import yaml
-
-        meta.update(yaml.safe_load(sidecar.read_text()) or {})
+    meta.update(read_sidecar(path))
     return set(meta)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
+from bot.core.config import DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_DOCUMENT_CHARS
 from bot.core.errors import DocumentError
 from bot.core.models import DOC_TYPES, REGIONS, Audience, Document
 
@@ -33,65 +35,119 @@ class LoadResult:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def discover(paths: Iterable[Path]) -> list[Path]:
-    """KB files under the given files or folders; skips README.md, sidecars and _/.-prefixed folders."""
+def discover(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:
+    """KB files under the given files or folders, and the entries refused (symlinks that leave the folder,
+    loops, broken links); skips README.md, sidecars and _/.-prefixed folders."""
     found: list[Path] = []
+    refused: dict[str, str] = {}
     for root in paths:
         root = Path(root)
-        candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for p in candidates:
-            rel_parts = p.relative_to(root).parts if p != root else (p.name,)
+        if root.is_file():
+            found.append(root)
+            continue
+        real_root = root.resolve()
+        for p in sorted(root.rglob("*")):
+            rel_parts = p.relative_to(root).parts
             if any(part.startswith(("_", ".")) for part in rel_parts[:-1]) or p.name.startswith("."):
+                continue
+            if p.is_symlink():
+                problem = _symlink_problem(p, real_root)
+                if problem:
+                    refused[str(p)] = str(DocumentError(str(p), problem))
+                    continue
+            if not p.is_file():
                 continue
             if p.name.lower() == "readme.md" or p.name.endswith(SIDECAR_SUFFIX):
                 continue
             if p.suffix.lower() in SUPPORTED_SUFFIXES:
                 found.append(p)
-    return found
+    return found, refused
 
 
-def load_paths(paths: Iterable[Path]) -> LoadResult:
-    """Load every KB file under paths; one bad file is reported and never stops the rest."""
-    result = LoadResult()
-    seen: dict[str, str] = {}
-    for path in discover(paths):
+def _symlink_problem(link: Path, real_root: Path) -> str | None:
+    """Why a symlink in the KB is not followed, or None when it points at a file inside the KB folder."""
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises RuntimeError on a symlink loop
+        return "symlink loop; remove the link or point it at a file inside the KB folder"
+    except OSError as exc:
+        return f"broken symlink ({exc.strerror}); remove it or restore its target"
+    if not target.is_relative_to(real_root):
+        return (f"symlink to {target}, outside the KB folder {real_root}; not indexed: copy the file into the KB "
+                "folder if it belongs there")
+    if target.is_dir():
+        return "symlinked folder; not followed: move the folder into the KB folder instead"
+    return None
+
+
+def load_paths(paths: Iterable[Path], *, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+               max_chars: int = DEFAULT_MAX_DOCUMENT_CHARS, established: Mapping[str, str] | None = None) -> LoadResult:
+    """Load every KB file under paths; one bad file is reported and never stops the rest.
+
+    When two files claim one id, the file `established` (id -> path, from the index being replaced) names keeps
+    it, else the first in path order; the other file is reported, so a newcomer cannot take over a document."""
+    files, refused = discover(paths)
+    result = LoadResult(failures=dict(refused))
+    claims: dict[str, list[Document]] = {}
+    for path in files:
         try:
-            doc = load_document(path)
+            doc = load_document(path, max_bytes=max_bytes, max_chars=max_chars)
         except DocumentError as exc:
             result.failures[str(path)] = str(exc)
             continue
-        if doc.id in seen:
-            result.failures[str(path)] = str(
-                DocumentError(str(path), f"duplicate id '{doc.id}', already used by {seen[doc.id]}", "id")
-            )
-            continue
-        seen[doc.id] = str(path)
-        result.documents.append(doc)
+        claims.setdefault(doc.id, []).append(doc)
+    established = established or {}
+    for doc_id, docs in claims.items():
+        owner = next((d for d in docs if d.path == established.get(doc_id)), docs[0])
+        result.documents.append(owner)
+        for d in docs:
+            if d is not owner:
+                result.failures[d.path] = str(DocumentError(
+                    d.path, f"duplicate id '{doc_id}', already used by {owner.path}; give this file its own id",
+                    "id"))
     return result
 
 
-def load_document(path: Path) -> Document:
-    """Load and validate one file of any supported format."""
+def load_document(path: Path, *, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+                  max_chars: int = DEFAULT_MAX_DOCUMENT_CHARS) -> Document:
+    """Load and validate one file of any supported format, refusing files over the size limits."""
     suffix = path.suffix.lower()
     loader: Callable[[Path], tuple[dict[str, Any], str]] | None = _LOADERS.get(suffix)
     if loader is None:
         raise DocumentError(str(path), f"unsupported file type '{suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DocumentError(str(path), f"file is {size:,} bytes, over the limit of {max_bytes:,} "
+                            "(POLICYDESK_MAX_DOCUMENT_BYTES); split it into smaller documents")
     try:
         meta, body = loader(path)
     except DocumentError:
         raise
     except Exception as exc:  # a parser failing on a corrupt file: report it against the file
         raise DocumentError(str(path), f"could not be read as {suffix[1:].upper()}: {exc}") from exc
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    if sidecar.exists():
-        meta = {**meta, **_parse_yaml(sidecar, sidecar.read_text(encoding="utf-8"))}
+    if len(body) > max_chars:
+        raise DocumentError(str(path), f"text is {len(body):,} characters, over the limit of {max_chars:,} "
+                            "(POLICYDESK_MAX_DOCUMENT_CHARS); split it into smaller documents")
+    meta = {**meta, **read_sidecar(path)}
     if not body.strip():
         raise DocumentError(str(path), "the document has no text")
     return build_document(path, meta, body, suffix.lstrip("."))
 
 
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The fields of a document's `.meta.yaml` sidecar ({} when it has none)."""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return {}
+    return _parse_yaml(sidecar, _read_text(sidecar))
+
+
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
     try:
+        # Aliases are refused before anything is built: a few hundred bytes of nested aliases expand into
+        # gigabytes (the "billion laughs"), and front matter never needs them.
+        if any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=_YAML_LOADER)):
+            raise DocumentError(str(path), "front matter uses YAML aliases (*name); write the values out instead")
         data = yaml.load(text, Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         raise DocumentError(str(path), f"front matter is not valid YAML: {exc}".replace("\n", " ")) from exc

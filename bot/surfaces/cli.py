@@ -208,7 +208,7 @@ def kb_lint(
     from bot.ingest.lint import lint_kb
 
     s = settings()
-    report = lint_kb(list(paths or [s.kb_dir]), strict_fields=not loose)
+    report = lint_kb(list(paths or [s.kb_dir]), strict_fields=not loose, settings=s)
     if as_json:
         print(json.dumps({"documents": report.documents, "errors": len(report.errors),
                           "warnings": len(report.warnings),
