@@ -121,6 +121,30 @@ def test_as_of_returns_the_version_in_force(fixture_index):
     assert {"sop-coin-refund", "sop-coin-refund-v1"} <= set(both)
 
 
+def test_a_policy_taking_effect_overnight_is_visible_without_a_restart(fixture_index, monkeypatch):
+    """Masks are memoised; "today" must be part of the key, or yesterday's mask hides today's policy."""
+    import bot.ingest.index as index_module
+
+    class Clock(date):
+        now = date(2026, 3, 1)
+
+        @classmethod
+        def today(cls):
+            return cls.now
+
+    monkeypatch.setattr(index_module, "date", Clock)
+    gen = fixture_index.generation()
+    ids = [c.metadata["doc_id"] for c in gen.chunks]
+
+    def visible(doc_id: str) -> bool:
+        mask = gen.mask(Filters())
+        return any(mask[i] for i, d in enumerate(ids) if d == doc_id)
+
+    assert visible("sop-coin-refund-v1") and not visible("sop-coin-refund")
+    Clock.now = date(2026, 11, 1)  # the process keeps running past the new version's effective date
+    assert visible("sop-coin-refund") and not visible("sop-coin-refund-v1")
+
+
 def test_langchain_retriever_returns_scored_documents(fixture_index):
     retriever = HybridRetriever(searcher=HybridSearcher(fixture_index), filters=PUBLIC, k=3)
     docs = retriever.invoke("withdraw from a shop order in the EU")

@@ -13,6 +13,7 @@ vectors. Killed at any point, the pointer still names a complete generation whos
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -215,7 +216,11 @@ class Generation:
         return self._lexical
 
     def mask(self, filters: Filters) -> np.ndarray:
-        """1.0 where the chunk is visible under filters, else 0.0 (memoised per generation)."""
+        """1.0 where the chunk is visible under filters, else 0.0 (memoised per generation and date)."""
+        # "as of today" is resolved before the cache lookup: keyed on the bare filters, a mask built before
+        # midnight would keep a policy that takes effect at midnight hidden until the process restarts.
+        if filters.as_of is None:
+            filters = dataclasses.replace(filters, as_of=date.today())
         m = self._mask_cache.get(filters)
         if m is None:
             m = np.array([1.0 if matches(c.metadata, filters) else 0.0 for c in self.chunks], dtype=np.float32)
