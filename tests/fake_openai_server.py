@@ -11,6 +11,8 @@ deterministic behaviours chosen by the request's model name:
 - noanswer:    replies NO_ANSWER
 - obey:        "follows" any instruction found in the sources (prints the injected text) with a real citation
                of the instruction sentence, to check that instruction-like sources cannot steer the answer
+- markers:     the "markers" citation protocol: the grounded sentence with its source number, no QUOTES block
+- misread:     what SmolLM2-135M wrote in issue 15: a tag-wrapped sentence with a wrong figure and a leading [n]
 - error:       HTTP 500
 Condense requests (the rewrite prompt) get "<question> (about <last user turn>)".
 Every request body is recorded in `server.requests`.
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 _SOURCE_RE = re.compile(r"^\[(\d+)\] [^\n]*\n(.*?)(?=\n\n\[\d+\] |\n</sources>|\Z)", re.DOTALL | re.MULTILINE)
 _SENT_RE = re.compile(r"(?<=[.!?])\s+")
@@ -73,6 +77,10 @@ def reply_for(model: str, messages: list[dict]) -> str:
     n, sent = _best_sentence(_question(user), sources)
     grounded = f"{sent.rstrip('.')} [{n}].\nQUOTES:\n[{n}] \"{sent}\""
     missing = max(sources) + 5
+    if model == "markers":
+        return f"{sent.rstrip('.')} [{n}]."
+    if model == "misread":
+        return f"<source>\n[{n}] The answer is 2 months.\n</source>"
     if model == "fabricated":
         return (f"{sent.rstrip('.')} [{n}]. Refund requests are always approved within one hour [{missing}]. "
                 f"Agents can refund used coins to any card [{n}].\n"
@@ -178,3 +186,34 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         """Stop serving and close the socket."""
         self.shutdown()
         self.server_close()
+
+
+class SilentServer:
+    """A real socket on 127.0.0.1 that accepts every connection and never answers (a hung model server)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL for an OpenAI client (ends in /v1)."""
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed by __exit__
+                return
+            self.accepted.append(conn)  # held open, never read from or written to
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()

@@ -1,4 +1,6 @@
-"""The chat-model composer: an OpenAI-compatible model asked for [n] markers and exact quotes, plus its client."""
+"""The chat-model composer: an OpenAI-compatible model asked for [n] markers (and, in the "quotes" protocol, exact
+quotes), its client with bounded connect/read timeouts, and the rule for when a chat draft is replaced by the
+extractive answer."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from bot.answer.compose import (
     TokenSink,
 )
 from bot.answer.prompts import NO_ANSWER, QUOTES_HEADER, answer_messages, format_history, format_source
+from bot.answer.verify import Verified
 from bot.core.config import Settings
 from bot.core.errors import ModelEndpointError
 from bot.core.text import analyze
@@ -27,6 +30,8 @@ _QUOTE_LINE_RE = re.compile(r"^\s*[-*]?\s*\[(\d{1,3})\]\s*[:\-–—]?\s*[\"“�
 _QUOTES_SPLIT_RE = re.compile(r"^\s*\**\s*quotes?\s*:?\s*\**\s*$", re.IGNORECASE | re.MULTILINE)
 _SENT_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])|(?<=\])\s+(?=[A-Z0-9\"“(])")
 _LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+")
+# small models wrap answers in tags they saw in the prompt ("<source>", "</answer>"): lines holding only a tag
+_TAG_LINE_RE = re.compile(r"^\s*</?[A-Za-z_]+>\s*$")
 
 
 def parse_chat_output(raw: str) -> tuple[list[DraftSentence], bool]:
@@ -44,7 +49,7 @@ def parse_chat_output(raw: str) -> tuple[list[DraftSentence], bool]:
                 quotes.setdefault(int(m.group(1)), []).append(m.group(2).strip())
     sentences: list[DraftSentence] = []
     for line in body.splitlines():
-        if not line.strip():
+        if not line.strip() or _TAG_LINE_RE.match(line):
             continue
         lm = _LIST_LINE_RE.match(line)
         pieces = [line[lm.end():]] if lm else _SENT_END_RE.split(line.strip())
@@ -120,7 +125,8 @@ class ChatComposer(Composer):
             blocks.append(block)
             given.append(src)
             budget -= n
-        return answer_messages(request.question, blocks, history, request.audience), given
+        protocol = citation_protocol(self.settings)
+        return answer_messages(request.question, blocks, history, request.audience, protocol), given
 
     def _compose(self, request: ComposeRequest) -> Draft:
         msgs, given = self.messages(request)
@@ -174,8 +180,35 @@ def message_text(message) -> str:
     return str(content or "")
 
 
+def citation_protocol(settings: Settings) -> str:
+    """The citation protocol in use: the setting, with "auto" meaning quotes for OpenAI, markers for local servers."""
+    if settings.chat_citation_protocol != "auto":
+        return settings.chat_citation_protocol
+    return "markers" if settings.openai_base_url else "quotes"
+
+
+def fallback_reason(draft: Draft, verified: Verified, min_sentences: int) -> str:
+    """Why a chat draft that the assessment let through must give way to the extractive answer ('' = keep it).
+
+    The assessment alone decides whether a question is answered; a model that says NO_ANSWER, or whose sentences
+    do not verify, changes who composes the answer, never whether there is one."""
+    if draft.composer != "chat":
+        return ""
+    if draft.no_answer:
+        return "the chat model replied NO_ANSWER although the sources were assessed as answering the question"
+    if verified.blocked:
+        return "the chat answer cited a source the requester may not see"
+    kept = len(verified.sentences)
+    if kept >= max(1, min_sentences):
+        return ""
+    first = f"; first problem: {verified.problems[0]}" if verified.problems else ""
+    return (f"{kept} of {len(draft.sentences)} chat sentence(s) verified, {max(1, min_sentences)} needed"
+            f"{first}")[:500]
+
+
 def build_chat_model(settings: Settings):
     """ChatOpenAI for OpenAI or any OpenAI-compatible server, configured only from Settings."""
+    import httpx
     from langchain_openai import ChatOpenAI
 
     if settings.openai_api_key is None and settings.openai_base_url is None:
@@ -188,8 +221,10 @@ def build_chat_model(settings: Settings):
         "api_key": settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed",
         "base_url": settings.openai_base_url,
         "temperature": settings.chat_temperature,
-        "timeout": settings.chat_timeout_s,
-        "max_retries": 1,
+        # httpx's read timeout is the longest silence between bytes; retries would multiply the wait a requester
+        # sees before the extractive fallback (a silent endpoint cost 131 s with the defaults of a retry)
+        "timeout": httpx.Timeout(settings.chat_read_timeout_s, connect=settings.chat_connect_timeout_s),
+        "max_retries": 0,
     }
     if settings.send_max_tokens_in_extra_body:
         # llama.cpp / vLLM ignore max_completion_tokens, which is what langchain-openai sends for max_tokens

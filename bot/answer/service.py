@@ -25,7 +25,7 @@ import numpy as np
 from langchain_core.runnables import RunnableLambda
 
 from bot.answer import assess
-from bot.answer.chat import ChatComposer, message_text
+from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
@@ -96,6 +96,8 @@ class Turn:
     verified: Verified | None = None
     answerability: assess.Features | None = None
     crisis: bool = False  # someone may be at risk: searched with the crisis vocabulary, never refused as unsure
+    evidence: Draft | None = None  # the extractive selection: the answer when the chat draft fails
+    fallback_reason: str = ""  # why the chat draft gave way to the extractive answer
     timings: dict[str, float] = field(default_factory=dict)
     on_token: Any = None  # callable(str) when streaming
 
@@ -363,7 +365,7 @@ class AnswerService:
                                  companions=r.companions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
-        evidence = self.composer("extractive").run(request)
+        evidence = turn.evidence = self.composer("extractive").run(request)
         turn.answerability = assess.features(
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights())
@@ -385,6 +387,7 @@ class AnswerService:
                 log.warning("%s; answering extractively instead", exc)
                 turn.draft = evidence  # the extractive selection already computed above
                 turn.draft.composer = "extractive-fallback"
+                turn.fallback_reason = str(exc)[:500]
         self._timed(turn, "compose", t)
         return turn
 
@@ -405,6 +408,12 @@ class AnswerService:
     def _verify(self, turn: Turn) -> Turn:
         t = time.perf_counter()
         turn.verified = self.verifier.run(turn.draft, turn.filters)
+        reason = fallback_reason(turn.draft, turn.verified, self.settings.chat_min_verified_sentences)
+        if reason and turn.evidence is not None:  # the model's formatting must not cost the requester the answer
+            log.info("chat draft replaced by the extractive answer: %s", reason)
+            turn.draft, turn.fallback_reason = turn.evidence, reason
+            turn.draft.composer = "extractive-fallback"
+            turn.verified = self.verifier.run(turn.draft, turn.filters)
         self._timed(turn, "verify", t)
         return turn
 
@@ -436,6 +445,7 @@ class AnswerService:
             standalone_question=turn.condensed.standalone,
             retrieved_doc_ids=list(dict.fromkeys(s.chunk.doc_id for s in r.sources)),
             unsupported_removed=v.removed,
+            fallback_reason=turn.fallback_reason,
         )
         if reason == REFUSAL_NOT_A_QUESTION:
             pass

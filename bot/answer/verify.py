@@ -1,9 +1,13 @@
-"""Verify stage: every citation must name a source that was given and quote text that occurs in it.
+"""Verify stage: every citation must name a source that was given and a span of it that supports the sentence.
 
-Runs for every composer. A citation survives when its number refers to a given source and its quote occurs in
-that source's chunk (compared with normalised whitespace, case, quotes, dashes and Markdown emphasis); the shown
-quote is then the exact span of the chunk. Sentences left without a valid citation are removed. A public answer
-citing anything internal is blocked outright (defence in depth over the retrieval filter).
+Runs for every composer. A citation survives when its number refers to a given source and
+- it carries a quote (extractive answers, the chat "quotes" protocol) that occurs in that source's chunk (compared
+  with normalised whitespace, case, quotes, dashes and Markdown emphasis) and shares a word with the sentence; or
+- it carries no quote (the chat "markers" protocol small models can follow): the verifier finds the sentence of
+  that source that supports the answer sentence, and keeps the citation only when that sentence states every
+  number the answer sentence states, agrees on negation, and holds at least MARKER_MIN_COVERAGE of its words.
+The shown quote is then the exact span of the chunk. Sentences left without a valid citation are removed. A
+public answer citing anything internal is blocked outright (defence in depth over the retrieval filter).
 """
 
 from __future__ import annotations
@@ -14,12 +18,20 @@ from dataclasses import dataclass, field
 
 from bot.answer.compose import Draft, DraftSentence, Source
 from bot.answer.safety import looks_like_injection
-from bot.core.text import analyze
 from bot.core.models import Audience, Citation, Filters
+from bot.core.text import analyze
 
 log = logging.getLogger(__name__)
 
 MIN_QUOTE_CHARS = 12  # a quote must say something: "the" occurs everywhere
+# A quote-less sentence must be (nearly) said by one source sentence: the same share of its content words the
+# offline faithfulness judge accepts without its embedder (bot/evaluation LEXICAL_ALONE), so what this keeps the
+# judge counts as supported. Not fitted on any suite.
+MARKER_MIN_COVERAGE = 0.85
+_NEGATIONS = frozenset(["not", "no", "never", "cannot", "can't", "don't", "doesn't", "won't", "isn't", "aren't", "without", "neither", "nor"])
+_NUM_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_UNIT_RE = re.compile(r"[^\n]+?(?:[.!?](?=\s+[A-Z\"“(])|$)", re.MULTILINE)  # "Art. 12(3)" ends no sentence
+_UNIT_LEAD_RE = re.compile(r"^[\s|>*+-]*(?:\d+[.)]\s+)?")
 _FOLD = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "\u00a0": " ",
                        "\u2011": "-", "\u2212": "-"})
 _LINK_RE = re.compile(r"\[([^\]\n]+)\]\([^)\s]+\)")
@@ -86,6 +98,54 @@ def locate_quote(quote: str, text: str) -> tuple[int, int] | None:
             end = offsets[pos + len(needle) - 1] + 1
             return start, end
     return None
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUM_RE.findall(text)}
+
+
+def _negated(text: str) -> bool:
+    return bool(set(normalise(text)[0].split()) & _NEGATIONS)
+
+
+def source_units(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, list item or table row of a chunk, without list markers or pipes."""
+    spans: list[tuple[int, int]] = []
+    for m in _UNIT_RE.finditer(text):
+        start = m.start() + len(_UNIT_LEAD_RE.match(m.group(0)).group(0))
+        end = m.end()
+        while end > start and text[end - 1] in " |\t":
+            end -= 1
+        if end - start >= MIN_QUOTE_CHARS:
+            spans.append((start, end))
+    return spans
+
+
+def locate_support(sentence: str, text: str) -> tuple[tuple[int, int] | None, str]:
+    """The span of text (one sentence, item or row) that says what `sentence` says, or None and the reason.
+
+    Supported means: every number of the sentence occurs in the span, both or neither are negated, and the span
+    holds at least MARKER_MIN_COVERAGE of the sentence's content words (stemmed, stop words dropped)."""
+    terms = set(analyze(sentence))
+    if len(terms) < 2:
+        return None, "the sentence states too little to check"
+    best: tuple[float, int, tuple[int, int]] | None = None
+    for start, end in source_units(text):
+        unit = text[start:end]
+        coverage = len(terms & set(analyze(unit))) / len(terms)
+        if best is None or (coverage, -(end - start)) > (best[0], best[1]):
+            best = (coverage, -(end - start), (start, end))
+    if best is None or best[0] < MARKER_MIN_COVERAGE:
+        share = 0.0 if best is None else best[0]
+        return None, f"no sentence of the source says it (best holds {share:.0%} of its words)"
+    span = best[2]
+    unit = text[span[0]:span[1]]
+    missing = sorted(_numbers(sentence) - _numbers(unit))
+    if missing:
+        return None, f"numbers {missing} are not in the closest source sentence"
+    if _negated(sentence) != _negated(unit):
+        return None, "negation differs from the closest source sentence"
+    return span, ""
 
 
 @dataclass
@@ -209,18 +269,20 @@ class CitationVerifier:
                 if src is None:
                     problems.append(f"[{cite.number}] names no source that was given")
                     continue
-                if len(cite.quote.strip()) < MIN_QUOTE_CHARS:
-                    problems.append(f"[{cite.number}] has no usable quote")
-                    continue
-                span = locate_quote(cite.quote, src.chunk.text)
+                quoted = len(cite.quote.strip()) >= MIN_QUOTE_CHARS
+                if quoted:
+                    span = locate_quote(cite.quote, src.chunk.text)
+                    why = f"quote does not occur in {src.chunk.doc_id}: {cite.quote[:80]!r}"
+                else:  # markers protocol: the model named the source, the verifier finds the span
+                    span, why = locate_support(sent.text, src.chunk.text)
+                    why = f"{src.chunk.doc_id}: {why}"
                 if span is None:
-                    problems.append(f"[{cite.number}] quote does not occur in {src.chunk.doc_id}: "
-                                    f"{cite.quote[:80]!r}")
+                    problems.append(f"[{cite.number}] {why}")
                     continue
                 if looks_like_injection(_paragraph(src.chunk.text, *span)):
                     problems.append(f"[{cite.number}] quotes text addressed to the assistant, not policy content")
                     continue
-                if self.require_support and not _supports(sent.text, src.chunk.text[span[0]:span[1]]):
+                if quoted and self.require_support and not _supports(sent.text, src.chunk.text[span[0]:span[1]]):
                     problems.append(f"[{cite.number}] quote shares no words with the sentence it supports")
                     continue
                 if filters.audience is Audience.PUBLIC and src.chunk.metadata.get("audience") != "public":

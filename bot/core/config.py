@@ -80,7 +80,23 @@ class Settings(BaseSettings):
     chat_context_window: int = 16000
     chat_max_tokens: int = 600
     chat_temperature: float = 0.0
-    chat_timeout_s: float = 60.0
+    chat_connect_timeout_s: float = Field(
+        5.0, description="Seconds to open a connection to the chat endpoint before answering extractively."
+    )
+    chat_read_timeout_s: float = Field(
+        60.0, description="Seconds the chat endpoint may stay silent (between bytes of a reply) before the answer "
+        "falls back to extractive. A non-streaming reply sends nothing until it is complete, so this also bounds "
+        "the whole generation; one request is never retried (docs/models.md)."
+    )
+    chat_citation_protocol: Literal["auto", "quotes", "markers"] = Field(
+        "auto", description="quotes: the model adds an exact quote per cited source (capable models); markers: the "
+        "model only names source numbers and the verifier finds the supporting sentence (small local models); "
+        "auto: quotes for OpenAI, markers for a local endpoint (openai_base_url set)."
+    )
+    chat_min_verified_sentences: int = Field(
+        1, description="A chat answer with fewer verified sentences than this is replaced by the extractive answer "
+        "for the same sources (composer extractive-fallback)."
+    )
     send_max_tokens_in_extra_body: bool = Field(
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )

@@ -188,6 +188,7 @@ class Answer:
     standalone_question: str = ""
     retrieved_doc_ids: list[str] = field(default_factory=list)
     unsupported_removed: int = 0
+    fallback_reason: str = ""  # composer extractive-fallback: why the chat model's answer was not used
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form used by the CLI (--json), the HTTP API and the store."""
