@@ -9,13 +9,13 @@ from datetime import date
 import pytest
 from typer.testing import CliRunner
 
-from bot.answer.service import AnswerService, answer_question, stream_answer
 from bot.answer.compose import Draft, DraftCitation, DraftSentence, Source, is_howto
+from bot.answer.condense import DeterministicCondenser, TermWeights, decide_turn
 from bot.answer.extractive import ExtractiveComposer
-from bot.answer.condense import DeterministicCondenser, TermWeights, looks_like_follow_up
+from bot.answer.service import AnswerService, answer_question, stream_answer
+from bot.answer.verify import CitationVerifier, locate_quote
 from bot.core.errors import InputRejectedError
 from bot.core.models import Audience, Filters
-from bot.answer.verify import CitationVerifier, locate_quote
 
 AS_OF = date(2026, 10, 1)  # v2.0 of the coin refund SOP is in force (effective 2026-07-01)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)
@@ -210,8 +210,8 @@ def test_deterministic_condenser_rules():
     assert follow.retrieval_query.startswith("How long does it take? coin refund")
     standalone = cond.run("What is the shop return window in the EU?", history, weights)
     assert not standalone.is_follow_up and standalone.retrieval_query == standalone.question
-    assert looks_like_follow_up("And for the UK?") and looks_like_follow_up("what about them")
-    assert not looks_like_follow_up("How many days do EU users have to return a shop order?")
+    assert decide_turn("And for the UK?", ["coin refund"], weights)[0] == "follow-up"
+    assert decide_turn("what about them", ["coin refund"], weights)[0] == "follow-up"
 
 
 # ---- verification ------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Condense stage: turn a follow-up plus its history into a standalone question and a retrieval query.
 
-Offline the rewrite is deterministic: when the question reads like a follow-up ("how long does that take?"),
-the most distinctive terms of the earlier user turns (ranked by inverse document frequency in the index) are
-carried into the retrieval query. With a chat model configured, the model rewrites the question instead and the
+First the turn is classified (decide_turn): a new question after unrelated turns is searched and answered exactly
+as if asked alone; a follow-up ("how long does that take?", "and if he was in the US?") carries the most
+distinctive terms of the earlier user turns (ranked by inverse document frequency in the index) into the
+retrieval query, minus the place names it replaces. With a chat model configured, the model rewrites the question instead and the
 deterministic rewrite is the fallback.
 """
 
@@ -23,8 +24,9 @@ _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’\-]*")
 _ANAPHORA = frozenset(
     ["it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "theirs", "there", "he", "she", "his", "her", "him", "one", "ones", "same", "other", "others", "else", "such", "former", "latter", "above"]
 )
-_CONTINUATIONS = ("and ", "but ", "so ", "also ", "then ", "what about", "how about", "what if", "ok", "okay",
-                  "and?", "why", "anything else", "is there", "are there", "what else", "or ")
+# openers that continue the previous turn (read after leading fillers such as "ok", "thanks")
+_CONTINUATIONS = ("and ", "and?", "but ", "so ", "also ", "then ", "what about", "how about", "what if",
+                  "anything else", "what else", "or ", "instead")
 # generic words that do not name a topic on their own
 _GENERIC = frozenset(
     ["need", "want", "know", "tell", "please", "help", "thanks", "thank", "hi", "hello", "question", "ask", "asked", "get", "got", "make", "use", "used", "way", "thing", "things", "something", "anything", "also", "just", "like", "really", "much", "many", "long", "take", "takes", "time", "still", "yes", "no", "okay", "ok", "sure", "right", "well", "good", "great", "user", "users", "customer", "customers", "person", "people", "someone", "somebody", "agent", "agents"]
@@ -43,6 +45,10 @@ class TermWeights:
     def idf_from_df(self, df: int) -> float:
         """BM25-style idf, always positive."""
         return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
+
+    def known(self, stem: str) -> bool:
+        """Whether the index contains the term at all (an unknown word cannot tie a turn to the KB's topics)."""
+        return self._df.get(stem, 0) > 0
 
     def is_common(self, stem: str, share: float = 0.5) -> bool:
         """Whether a term occurs in more than `share` of the chunks (too common to name a topic)."""
@@ -75,7 +81,10 @@ class TermWeights:
 
 @dataclass(frozen=True)
 class Condensed:
-    """The question as asked, what it means on its own, and what retrieval searches for."""
+    """The question as asked, what it means on its own, and what retrieval searches for.
+
+    `decision` says how the turn was read: "first" (no history), "new" (a new question: searched and answered
+    exactly as if asked alone) or "follow-up" (carries the conversation's topic); `signals` are the reasons."""
 
     question: str
     standalone: str
@@ -83,6 +92,8 @@ class Condensed:
     is_follow_up: bool = False
     carried_terms: tuple[str, ...] = field(default_factory=tuple)  # topic words taken from earlier turns
     method: str = "none"  # none | deterministic | chat
+    decision: str = "first"  # first | new | follow-up
+    signals: tuple[str, ...] = field(default_factory=tuple)
 
 
 def user_turns(history: Sequence[dict[str, str]] | None) -> list[str]:
@@ -91,52 +102,132 @@ def user_turns(history: Sequence[dict[str, str]] | None) -> list[str]:
             if str(h.get("role", "")).lower() in ("user", "human")]
 
 
-def looks_like_follow_up(question: str, weights: TermWeights | None = None) -> bool:
-    """Whether a question leans on earlier turns: pronouns pointing back, a continuation opener, or no topic."""
-    q = question.lower().strip()
-    words = [w.lower() for w in _WORD_RE.findall(q)]
-    if any(w in _ANAPHORA for w in words):
-        return True
-    if q.startswith(_CONTINUATIONS):
-        return True
-    topical = [w for w in words if w not in STOP_WORDS and w not in _GENERIC and len(w) > 2]
-    return len(topical) <= 2
+# fillers that open a turn without saying whether it continues ("ok and ...", "thx. unrelated - ...")
+_FILLER_RE = re.compile(r"^(?:(?:ok(?:ay)?|oh|ah|hm+|um+|wait|right|cool|great|sure|yes|yeah|no|nope|thanks|"
+                        r"thank you|thx|ty|got it|perfect|hi|hello|hey)\b[\s,.!:;-]*)+", re.IGNORECASE)
+# an opener that changes the subject: a discourse marker in any support conversation, not a topic
+_SHIFT_RE = re.compile(
+    r"^(?:\W*\w+\W+){0,3}?\W*(?:unrelated|(?:different|diff|another|other|new|separate|unrelated|next)\s+"
+    r"(?:q|question|thing|topic|ticket|case|issue|one|subject|customer|user)\b|switching gears|change of "
+    r"(?:topic|subject)|on another note|moving on)", re.IGNORECASE)
+# words that make a turn lean on the previous one's topic ("can she appeal instead?", "that one too")
+_RELATIVE = frozenset(["instead", "too", "either", "also", "again", "still", "anymore", "otherwise"])
+
+
+def _opening(question: str) -> str:
+    """The question without leading fillers, lower-cased."""
+    return _FILLER_RE.sub("", question.strip()).lower()
+
+
+def topical_stems(text: str, weights: TermWeights) -> set[str]:
+    """Stems of text that can name a topic: not stop, generic or pronoun words, and not in most chunks."""
+    out = set()
+    for word in _WORD_RE.findall(text):
+        low = word.lower()
+        if low in STOP_WORDS or low in _GENERIC or low in _ANAPHORA or len(low) < 3:
+            continue
+        stems = analyze(low)
+        if stems and stems[0] not in _GENERIC_STEMS and not weights.is_common(stems[0]):
+            out.add(stems[0])
+    return out
+
+
+SearchDocs = Callable[[str], Sequence[str]]  # text -> ids of the top documents a search for it returns
+
+
+def decide_turn(question: str, prior: Sequence[str], weights: TermWeights, search_docs: SearchDocs | None = None,
+                depth: int = 3) -> tuple[str, tuple[str, ...]]:
+    """("new" | "follow-up", signals) for a question asked after the user turns `prior` (oldest first).
+
+    In order: an opener that changes the subject makes a new question unless the turn has no topic of its own;
+    a continuation opener ("and if...", "what about") or a turn with at most two topical words is a follow-up;
+    so is a turn sharing a topical word with the recent turns, or whose own search finds the same documents as
+    the previous turn's (same topic in other words). A pronoun pointing back decides only when the question
+    alone does not find a document of its own. Otherwise the question stands alone."""
+    opening = _opening(question)
+    words = [w.lower() for w in _WORD_RE.findall(opening)]
+    topical = topical_stems(opening, weights)
+    elliptic = len(topical) <= 2
+    if _SHIFT_RE.match(opening) and not elliptic:
+        return "new", ("changes the subject",)
+    if opening.startswith(_CONTINUATIONS) or not opening:
+        return "follow-up", ("continuation opener",)
+    if elliptic:
+        return "follow-up", ("at most two topical words",)
+    if any(w in _RELATIVE for w in words):
+        return "follow-up", ("refers to the previous answer",)
+    recent = prior[-2:]
+    shared = {t for t in topical & set().union(*(topical_stems(t, weights) for t in recent)) if weights.known(t)}
+    if shared:
+        return "follow-up", ("shares terms: " + " ".join(sorted(shared)),)
+    pronoun = any(w in _ANAPHORA for w in words)
+    if search_docs is None:
+        return ("follow-up", ("pronoun, no search",)) if pronoun else ("new", ("no shared terms",))
+    found = list(search_docs(question))[:depth]
+    before = list(dict.fromkeys(search_docs(prior[-1])))[:depth]
+    common = sorted(set(found) & set(before))
+    if common:
+        return "follow-up", ("same documents as the previous turn: " + " ".join(common),)
+    # confident alone: one document holds most of the question's top chunks
+    confident = bool(found) and found.count(found[0]) * 2 > len(found)
+    if pronoun and not confident:
+        return "follow-up", ("pronoun, and the question alone finds no document of its own",)
+    return "new", ("no shared terms or documents" + ("; the question alone finds its document" if pronoun else ""),)
+
+
+def describe_decision(condensed: Condensed) -> str:
+    """One line for the Answer and the logs: the decision and its signals ("follow-up (continuation opener)")."""
+    return f"{condensed.decision} ({'; '.join(condensed.signals)})" if condensed.signals else condensed.decision
 
 
 class DeterministicCondenser:
-    """Carry the distinctive terms of earlier user turns into the retrieval query of a follow-up."""
+    """Decide whether a turn follows up; carry the distinctive terms of earlier user turns into a follow-up."""
 
-    def __init__(self, max_terms: int = 6, turns: int = 2, always: bool = False):
+    def __init__(self, max_terms: int = 6, turns: int = 2, always: bool = False,
+                 region_words: Callable[[str], set[str]] | None = None):
         self.max_terms = max_terms
         self.turns = turns
         self.always = always  # carry topic terms even when the question looks self-contained
+        # words of a text that name a region or place (from the KB profile): a follow-up naming its own region
+        # replaces the earlier turns' region instead of searching both ("and if he was in the US?")
+        self.region_words = region_words
 
     def run(self, question: str, history: Sequence[dict[str, str]] | None,
-            weights: TermWeights | None = None) -> Condensed:
+            weights: TermWeights | None = None, search_docs: SearchDocs | None = None) -> Condensed:
         """Rewrite one question; with no history the question is its own standalone form."""
-        prior = user_turns(history)[-self.turns:]
+        weights = weights or TermWeights.uniform()
+        prior = [t for t in user_turns(history) if t.strip()][-self.turns:]
         if not prior:
             return Condensed(question, question, question)
-        follow_up = looks_like_follow_up(question, weights)
-        if not (follow_up or self.always):
-            return Condensed(question, question, question, is_follow_up=False, method="deterministic")
-        terms = self.topic_terms(question, prior, weights or TermWeights.uniform())
+        decision, signals = ("follow-up", ("always carry",)) if self.always else \
+            decide_turn(question, prior, weights, search_docs)
+        if decision == "new":
+            return Condensed(question, question, question, method="deterministic", decision="new",
+                             signals=signals)
+        terms = self.topic_terms(question, prior, weights)
         if not terms:
-            return Condensed(question, question, question, is_follow_up=follow_up, method="deterministic")
+            return Condensed(question, question, question, is_follow_up=True, method="deterministic",
+                             decision="follow-up", signals=signals)
         carried = " ".join(terms)
         standalone = f"{question} (about: {carried})"
-        return Condensed(question, standalone, f"{question} {carried}", is_follow_up=follow_up,
-                         carried_terms=tuple(terms), method="deterministic")
+        return Condensed(question, standalone, f"{question} {carried}", is_follow_up=True,
+                         carried_terms=tuple(terms), method="deterministic", decision="follow-up",
+                         signals=signals)
 
     def topic_terms(self, question: str, prior: list[str], weights: TermWeights) -> list[str]:
-        """The most distinctive words of the earlier turns (newest turn first) not already in the question."""
+        """The most distinctive words of the earlier turns (newest turn first) not already in the question.
+
+        When the question names a region of its own, the earlier turns' place names stay behind: the follow-up
+        changes the region and keeps the topic."""
         have = set(analyze(question))
+        places = self.region_words(question) if self.region_words else set()
+        drop = set().union(*(self.region_words(t) for t in prior)) if places else set()
         scored: dict[str, tuple[float, int, str]] = {}
         order = 0
         for age, turn in enumerate(reversed(prior)):  # age 0 = the turn just before this question
             for word in _WORD_RE.findall(turn):
                 low = word.lower()
-                if low in STOP_WORDS or low in _GENERIC or low in _ANAPHORA or len(low) < 3:
+                if low in STOP_WORDS or low in _GENERIC or low in _ANAPHORA or len(low) < 3 or low in drop:
                     continue
                 stems = analyze(low)
                 if not stems or stems[0] in have:
@@ -160,12 +251,12 @@ class ChatCondenser:
         self._fallback = fallback
 
     def run(self, question: str, history: Sequence[dict[str, str]] | None,
-            weights: TermWeights | None = None) -> Condensed:
-        """Rewrite with the model when there is history; keep the deterministic carried terms for retrieval."""
+            weights: TermWeights | None = None, search_docs: SearchDocs | None = None) -> Condensed:
+        """Rewrite a follow-up with the model; a new question stays as asked (the deterministic decision)."""
         from bot.answer.prompts import condense_messages
 
-        base = self._fallback.run(question, history, weights)
-        if not user_turns(history):
+        base = self._fallback.run(question, history, weights, search_docs)
+        if not user_turns(history) or base.decision != "follow-up":
             return base
         try:
             text = self._invoke(condense_messages(question, history or []))
@@ -176,7 +267,8 @@ class ChatCondenser:
         if not line or len(line) > 4 * max(len(question), 100):
             return base
         return Condensed(question, line, line, is_follow_up=base.is_follow_up,
-                         carried_terms=base.carried_terms, method="chat")
+                         carried_terms=base.carried_terms, method="chat", decision=base.decision,
+                         signals=base.signals)
 
 
 # ---- what a question asks for --------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from bot.answer import assess
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
 from bot.answer.extractive import ExtractiveComposer
-from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights
-from bot.search.intent import region_hints
+from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights, describe_decision
+from bot.search.intent import place_words, region_hints
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
 from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
@@ -250,7 +250,7 @@ class AnswerService:
             self.index._embedder = _MemoEmbedder(self.index.embedder)
         self.embedder: _MemoEmbedder = self.index._embedder
         self.searcher = HybridSearcher.from_settings(self.index, settings)
-        self.condenser = DeterministicCondenser()
+        self.condenser = DeterministicCondenser(region_words=place_words)
         self.verifier = CitationVerifier()
         self.composers: dict[str, Composer] = {
             "extractive": ExtractiveComposer(self.embedder.embed_array, max_units=settings.answer_max_sentences,
@@ -320,7 +320,8 @@ class AnswerService:
         if turn.composer == "chat" and turn.history:
             chat = self.composer("chat")
             condenser = ChatCondenser(lambda msgs: _invoke_text(chat, msgs), self.condenser)
-        turn.condensed = condenser.run(turn.question, turn.history, self.weights())
+        turn.condensed = condenser.run(turn.question, turn.history, self.weights(),
+                                       search_docs=lambda text: self._top_documents(text, turn.filters))
         if crisis_signal(turn.question):
             turn.crisis = True
             turn.condensed = replace(turn.condensed,
@@ -328,12 +329,21 @@ class AnswerService:
         self._timed(turn, "condense", t)
         return turn
 
+    def _top_documents(self, text: str, filters: Filters) -> list[str]:
+        """Documents of the top chunks a search for text alone returns (the condenser's topic signal)."""
+        return [s.chunk.doc_id for s in self.searcher.search(text, filters, k=self.settings.top_k)]
+
+    @staticmethod
+    def _context(turn: Turn) -> list[dict[str, str]]:
+        """The history a turn is answered with: none for a new question, so it is answered as if asked alone."""
+        return turn.history if turn.condensed is None or turn.condensed.decision == "follow-up" else []
+
     def _retrieve(self, turn: Turn) -> Turn:
         t = time.perf_counter()
         query = turn.condensed.retrieval_query
         # earlier user turns also steer the search (the retriever blends them in), measured to help on
         # doc2dial/mtrag follow-ups together with the carried topic terms (README: answer chain figures)
-        history = turn.history if self.history_blend else None
+        history = self._context(turn) if self.history_blend else None
         scored = self.searcher.search(query, turn.filters, k=self.settings.top_k, history=history)
         qvec = self.embedder.embed_array([query])[0]  # memoised: the searcher just computed it
         sims = self._similarities([s.chunk.chunk_id for s in scored], qvec)
@@ -361,7 +371,7 @@ class AnswerService:
             # does, and their "what do I do" must still get the SOP's steps
             question = f"{question} {CRISIS_QUERY}"
         request = ComposeRequest(question, turn.condensed, r.sources,
-                                 turn.filters.audience.value, turn.history, self.weights(), r.query_vector,
+                                 turn.filters.audience.value, self._context(turn), self.weights(), r.query_vector,
                                  companions=r.companions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
@@ -443,6 +453,7 @@ class AnswerService:
             confidence=round(float(r.confidence), 4),
             composer=d.composer or turn.composer,
             standalone_question=turn.condensed.standalone,
+            turn_decision=describe_decision(turn.condensed),
             retrieved_doc_ids=list(dict.fromkeys(s.chunk.doc_id for s in r.sources)),
             unsupported_removed=v.removed,
             fallback_reason=turn.fallback_reason,

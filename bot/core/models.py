@@ -186,6 +186,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     composer: str = ""
     standalone_question: str = ""
+    turn_decision: str = ""  # how the turn was read: "first", "new (...)" or "follow-up (...)" with its signals
     retrieved_doc_ids: list[str] = field(default_factory=list)
     unsupported_removed: int = 0
     fallback_reason: str = ""  # composer extractive-fallback: why the chat model's answer was not used

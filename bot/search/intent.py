@@ -92,3 +92,14 @@ def region_hints(question: str) -> tuple[str, ...]:
 def question_intent(question: str) -> QuestionIntent:
     """Procedure, deadline and region hints of a question, for ranking and composing (never for filtering)."""
     return QuestionIntent(is_procedural(question), asks_timing(question), region_hints(question))
+
+
+def place_words(text: str) -> set[str]:
+    """Lower-cased words of text that name a country, city or region (what a follow-up's own place replaces)."""
+    words = {m.group(1).lower() for m in _REGION_PHRASE_RE.finditer(text)}
+    words = {w for phrase in words for w in phrase.split()}
+    for word in re.findall(r"[A-Za-z]+", text):
+        low = word.lower()
+        if low in _REGION_WORDS or (low in _CASE_SENSITIVE and word.isupper()):
+            words.add(low)
+    return words
