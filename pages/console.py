@@ -10,6 +10,8 @@ from typing import Any
 import streamlit as st
 
 from bot.core.config import Settings
+from bot.core.errors import PolicyDeskError, StoreError
+from bot.core.models import Answer
 from bot.surfaces.console import (
     CONSOLE_SURFACE,
     REGION_CHOICES,
@@ -28,7 +30,6 @@ from bot.surfaces.console import (
     stream_text,
     user_message,
 )
-from bot.core.errors import PolicyDeskError, StoreError
 
 log = logging.getLogger("policydesk.console")
 
@@ -120,18 +121,18 @@ def render_answer(turn: dict[str, Any], turn_index: int) -> None:
     notice = composer_notice(a, settings)
     if notice:
         st.warning(notice, icon=":material/cloud_off:")
-    st.markdown(answer_markdown(a.get("answer") or "") or "_(no answer text)_")
-    if a.get("refused"):
-        st.caption(f"No confident answer from the knowledge base ({a.get('refusal_reason') or 'low confidence'}).")
-        related = a.get("related") or []
+    st.markdown(answer_markdown(a.text) or "_(no answer text)_")
+    if a.refused:
+        st.caption(f"No confident answer from the knowledge base ({a.refusal_reason or 'low confidence'}).")
+        related = a.related
         if related:
             st.markdown("Closest articles: " + ", ".join(
                 f"[{r.get('title') or r.get('doc_id')}]({r['url']})" if r.get("url") else str(r.get("title"))
                 for r in related))
-    esc = escalation_text(a.get("escalation"))
+    esc = escalation_text(a.escalation)
     if esc:
         st.info(esc, icon=":material/call_split:")
-    cites = a.get("citations") or []
+    cites = a.citations
     if cites:
         st.markdown("**Sources**")
         with st.container(horizontal=True, wrap=True, gap="small"):
@@ -141,8 +142,8 @@ def render_answer(turn: dict[str, Any], turn_index: int) -> None:
                     render_citation(card)
     with st.expander("Copy answer", icon=":material/content_copy:"):
         st.code(copy_text(a), language=None, wrap_lines=True)
-    timings = a.get("timings") or {}
-    meta = [f"composer {a.get('composer') or '-'}", f"confidence {float(a.get('confidence') or 0):.2f}"]
+    timings = a.timings
+    meta = [f"composer {a.composer or '-'}", f"confidence {a.confidence:.2f}"]
     if timings.get("total") is not None:
         meta.append(f"{float(timings['total']) * 1000:.0f} ms")
     st.caption(" · ".join(meta))
@@ -207,8 +208,8 @@ def ask(question: str) -> None:
             except StoreError:
                 log.exception("could not log a failed question")
             return
-        answer = sink["answer"]
-        turn: dict[str, Any] = {"role": "assistant", "text": answer.get("answer") or "", "answer": answer}
+        answer: Answer = sink["answer"]
+        turn: dict[str, Any] = {"role": "assistant", "text": answer.text, "answer": answer}
         try:
             turn["message_id"] = store.log_answer(conversation_id, question, answer, CONSOLE_SURFACE, user=agent())
         except StoreError as exc:

@@ -15,7 +15,8 @@ from bot.answer.extractive import ExtractiveComposer
 from bot.answer.service import AnswerService, answer_question, stream_answer
 from bot.answer.verify import CitationVerifier, locate_quote
 from bot.core.errors import InputRejectedError
-from bot.core.models import Audience, Filters
+from bot.core.events import FinalEvent, TextEvent
+from bot.core.models import Answer, Audience, Filters
 
 AS_OF = date(2026, 10, 1)  # v2.0 of the coin refund SOP is in force (effective 2026-07-01)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)
@@ -299,15 +300,17 @@ def test_answer_question_and_to_dict(fixture_settings, fixture_index):
 
 def test_stream_emits_sentences_then_the_final_answer(service):
     events = list(service.stream("How do I ask for a coin refund?", [], PUBLIC))
-    assert events[-1]["type"] == "final" and all(e["type"] == "sentence" for e in events[:-1])
-    final = events[-1]["answer"]
-    assert [e["text"] for e in events[:-1]] == final["answer"].splitlines()
-    assert final["citations"][0]["doc_id"] == "help-coin-refunds"
+    assert isinstance(events[-1], FinalEvent)
+    assert all(isinstance(e, TextEvent) and e.kind == "sentence" for e in events[:-1])
+    final = events[-1].answer
+    assert isinstance(final, Answer)  # the object itself, not a dict for surfaces to rebuild
+    assert [e.text for e in events[:-1]] == final.text.splitlines()
+    assert final.citations[0].doc_id == "help-coin-refunds" and final.citations[0].audience is Audience.PUBLIC
 
 
 def test_stream_answer_function_refusal(fixture_settings, fixture_index):
     events = list(stream_answer("What is the capital of France?", [], PUBLIC, fixture_settings, fixture_index))
-    assert len(events) == 1 and events[0]["type"] == "final" and events[0]["answer"]["refused"]
+    assert len(events) == 1 and isinstance(events[0], FinalEvent) and events[0].answer.refused
 
 
 def test_cli_ask_prints_answer_citations_and_json(fixture_settings, fixture_index, tmp_path):

@@ -13,6 +13,7 @@ from conftest import free_port
 from streamlit.testing.v1 import AppTest
 
 from bot.core.config import Settings
+from bot.core.models import Answer, Audience, Citation, Escalation
 from bot.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +212,6 @@ def test_first_start_ingests_the_kb_with_progress(tmp_path, monkeypatch, kb_sett
 
 def test_analytics_page_shows_the_stored_numbers(console_env):
     store = Store(console_env)
-    from bot.core.models import Answer, Audience, Citation
 
     cid = store.new_conversation("widget")
     cite = Citation(1, "sop-appeals-v1", "Appeals v1", "Steps", "quote", "sop-appeals-v1#0", Audience.INTERNAL,
@@ -298,8 +298,9 @@ def test_citation_card_merges_manifest_metadata_and_badges():
     docs = {"sop-a": {"meta": {"title": "Refunds (v2.0, effective 2026-07-01)", "version": "2.0",
                                "regions": "EU,UK", "last_reviewed": "2025-01-01", "review_due": "2025-07-01",
                                "superseded_by": "sop-b", "type": "macro"}}}
-    card = citation_card({"number": 2, "doc_id": "sop-a", "quote": "14 days", "chunk_id": "sop-a#1",
-                          "section": "Refunds > Decision points"}, docs,
+    cite = Citation(number=2, doc_id="sop-a", title="", section="Refunds > Decision points", quote="14 days",
+                    chunk_id="sop-a#1", audience=Audience.INTERNAL)
+    card = citation_card(cite, docs,
                          lambda cid: "Refund within 14 days." if cid == "sop-a#1" else None, today=date(2026, 1, 1))
     assert card.regions == ("EU", "UK") and card.version == "2.0" and card.doc_type == "macro"
     assert card.badges == ("Past review (due 2025-07-01)", "Superseded by sop-b")
@@ -322,17 +323,18 @@ def test_answer_markdown_and_copy_text():
     from bot.surfaces.console import answer_markdown, copy_text, escalation_text
 
     assert answer_markdown("First.\nSecond.\n- a\n- b\n1. c") == "First.\n\nSecond.\n\n- a\n- b\n1. c"
-    text = copy_text({"answer": "Refund it [1].", "citations": [
-        {"number": 1, "title": "Coin refunds", "version": "2.0", "section": "Steps", "url": "https://x/y"}]})
+    cite = Citation(number=1, doc_id="sop-coin", title="Coin refunds", section="Steps", quote="",
+                    chunk_id="sop-coin#1", audience=Audience.INTERNAL, version="2.0", url="https://x/y")
+    text = copy_text(Answer("q", "Refund it [1].", citations=[cite]))
     assert text == "Refund it [1].\n\nSources:\n[1] Coin refunds v2.0, Steps https://x/y"
-    assert escalation_text({"team": "Payments", "queue": "payments-t2", "priority": "P3"}) == (
+    assert escalation_text(Escalation(team="Payments", queue="payments-t2", priority="P3")) == (
         "Suggested escalation: Payments · queue payments-t2 · priority P3")
-    assert escalation_text({"team": "", "queue": "", "priority": ""}) == ""
+    assert escalation_text(Escalation()) == "" and escalation_text(None) == ""
 
 
 def test_user_messages_for_errors_never_show_a_traceback():
-    from bot.surfaces.console import user_message
     from bot.core.errors import IndexUnavailableError, InputRejectedError, ModelEndpointError
+    from bot.surfaces.console import user_message
 
     assert user_message(InputRejectedError("Too long."))[0] == "warning"
     assert "Re-sync" in user_message(IndexUnavailableError("empty"))[1]

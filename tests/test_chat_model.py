@@ -13,6 +13,7 @@ from bot.answer.compose import ComposeRequest, Source
 from bot.answer.condense import DeterministicCondenser
 from bot.answer.service import AnswerService
 from bot.answer.verify import locate_support
+from bot.core.events import FinalEvent, TextEvent
 from bot.core.models import Audience, Filters
 from bot.core.tokens import encoding_for_model
 from tests.fake_openai_server import FakeOpenAIServer, SilentServer
@@ -143,14 +144,14 @@ def test_a_model_obeying_an_injected_document_is_overruled(fixture_settings, fix
 def test_streaming_over_sse_then_verified_final(fixture_settings, fixture_index, server):
     svc = chat_service(fixture_settings, fixture_index, server, "fabricated")
     events = list(svc.stream("How many days do I have to ask for a coin refund?", [], PUBLIC))
-    tokens = [e for e in events if e["type"] == "token"]
+    tokens = [e for e in events if isinstance(e, TextEvent) and e.kind == "token"]
     assert len(tokens) > 3, "the answer arrives in pieces"
-    streamed = "".join(e["text"] for e in tokens)
+    streamed = "".join(e.text for e in tokens)
     assert "QUOTES" not in streamed and "within 14 days" in streamed
     final = events[-1]
-    assert final["type"] == "final" and final["answer"]["composer"] == "chat"
+    assert isinstance(final, FinalEvent) and final.answer.composer == "chat"
     # the provisional stream showed the fabricated sentence; the final answer has only verified ones
-    assert "one hour" in streamed and "one hour" not in final["answer"]["answer"]
+    assert "one hour" in streamed and "one hour" not in final.answer.text
     assert last_chat_request(server)["stream"] is True
 
 

@@ -27,18 +27,19 @@ from langchain_core.runnables import RunnableLambda
 from bot.answer import assess
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
-from bot.answer.extractive import ExtractiveComposer
 from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights, describe_decision
-from bot.search.intent import place_words, region_hints
+from bot.answer.extractive import ExtractiveComposer
+from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
+from bot.answer.verify import CitationVerifier, Verified
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
-from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
-from bot.ingest.index import KnowledgeIndex
-from bot.core.text import analyze
+from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Escalation, Filters, ScoredChunk
-from bot.search.retrieval import HybridSearcher
+from bot.core.text import analyze
 from bot.core.units import region_conflict
-from bot.answer.verify import CitationVerifier, Verified
+from bot.ingest.index import KnowledgeIndex
+from bot.search.intent import place_words, region_hints
+from bot.search.retrieval import HybridSearcher
 
 log = logging.getLogger(__name__)
 
@@ -515,15 +516,15 @@ class AnswerService:
         return self._answer(turn, started)
 
     def stream(self, question: str, history: list[dict] | None = None, filters: Filters | None = None,
-               composer: str | None = None) -> Iterator[dict]:
-        """Events: {"type": "token"|"sentence", "text"} while composing, then {"type": "final", "answer"}.
+               composer: str | None = None) -> Iterator[AnswerEvent]:
+        """TextEvents ("token" from a chat model, else "sentence") while composing, then one FinalEvent(Answer).
 
         Streamed text is provisional: the final answer holds only sentences whose citations verified.
         """
         started = time.perf_counter()
         turn = self._start(question, history, filters, composer)
         events: queue.Queue = queue.Queue()
-        turn.on_token = lambda text: events.put({"type": "token", "text": text})
+        turn.on_token = lambda text: events.put(TextEvent("token", text))
         result: dict[str, Any] = {}
 
         def work() -> None:
@@ -552,8 +553,8 @@ class AnswerService:
             # extractive answers are complete at once: emit them sentence by sentence (with markers)
             for line in answer.text.split("\n"):
                 if line.strip():
-                    yield {"type": "sentence", "text": line}
-        yield {"type": "final", "answer": answer.to_dict()}
+                    yield TextEvent("sentence", line)
+        yield FinalEvent(answer)
 
 
 def _invoke_text(chat: ChatComposer, messages: list[tuple[str, str]]) -> str:
@@ -568,6 +569,6 @@ def answer_question(question: str, history: list[dict] | None, filters: Filters,
 
 
 def stream_answer(question: str, history: list[dict] | None, filters: Filters, settings: Settings,
-                  index: KnowledgeIndex | None = None, composer: str | None = None) -> Iterator[dict]:
+                  index: KnowledgeIndex | None = None, composer: str | None = None) -> Iterator[AnswerEvent]:
     """Streaming variant of answer_question (see AnswerService.stream for the events)."""
     yield from AnswerService(settings, index).stream(question, history, filters, composer)

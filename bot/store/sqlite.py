@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, StoreError
-from bot.core.models import Answer
+from bot.core.models import Answer, Audience
 
 log = logging.getLogger(__name__)
 
@@ -335,19 +335,19 @@ class Store:
                      "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
                      (cid, surface, user, at, at))
 
-    def log_answer(self, conversation_id: str, question: str, answer: Answer | dict[str, Any], surface: str,
+    def log_answer(self, conversation_id: str, question: str, answer: Answer, surface: str,
                    user: str | None = None, latency_ms: float | None = None, at: datetime | None = None) -> int:
         """Record a question and its answer (redacted) plus an audit entry of the cited versions; returns the id."""
-        d = answer.to_dict() if isinstance(answer, Answer) else dict(answer)
         citations = [
-            {k: c.get(k) for k in ("number", "doc_id", "title", "section", "quote", "chunk_id", "version",
-                                   "effective_date", "audience", "url")}
-            for c in d.get("citations") or []
+            {"number": c.number, "doc_id": c.doc_id, "title": c.title, "section": c.section, "quote": c.quote,
+             "chunk_id": c.chunk_id, "version": c.version, "effective_date": c.effective_date,
+             "audience": Audience(c.audience).value, "url": c.url}
+            for c in answer.citations
         ]
-        timings = d.get("timings") or {}
+        timings = answer.timings
         if latency_ms is None and timings.get("total") is not None:
             latency_ms = float(timings["total"]) * 1000.0
-        esc = d.get("escalation")
+        esc = asdict(answer.escalation) if answer.escalation is not None else None
         when = _iso(at)
         with self._connect() as conn:
             self._ensure_conversation(conn, conversation_id, surface, user, when)
@@ -356,15 +356,15 @@ class Store:
                 "answer, citations, refused, refusal_reason, confidence, escalation, latency_ms, timings, composer) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, when, surface, user, self.redact(question),
-                 self.redact(d.get("standalone_question") or None), self.redact(d.get("answer") or ""),
-                 json.dumps(citations), int(bool(d.get("refused"))), d.get("refusal_reason") or None,
-                 d.get("confidence"), json.dumps(esc) if esc else None, latency_ms, json.dumps(timings),
-                 d.get("composer") or None),
+                 self.redact(answer.standalone_question or None), self.redact(answer.text),
+                 json.dumps(citations), int(answer.refused), answer.refusal_reason or None,
+                 answer.confidence, json.dumps(esc) if esc else None, latency_ms, json.dumps(timings),
+                 answer.composer or None),
             )
             message_id = int(cur.lastrowid)
             docs = [{"doc_id": c["doc_id"], "version": c["version"], "chunk_id": c["chunk_id"]} for c in citations]
             self._audit(conn, "answer", user, surface, conversation_id, message_id, docs,
-                        "refused" if d.get("refused") else None, when)
+                        "refused" if answer.refused else None, when)
         return message_id
 
     def log_question(self, conversation_id: str, question: str, surface: str, user: str | None = None,

@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +47,7 @@ from bot.core.errors import (
     PolicyDeskError,
     StoreError,
 )
+from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import REGIONS, Answer, Audience, Filters
 
 log = logging.getLogger(__name__)
@@ -860,28 +861,26 @@ def _final_check(ctx: ApiContext, answer: Answer, filters: Filters) -> Answer:
 
 def _response(answer: Answer, audience: Audience, cid: str, message_id: int | None) -> dict[str, Any]:
     """The AskResponse body; public responses carry only what end users may see."""
-    d = answer.to_dict()
     public = audience is Audience.PUBLIC
     cits = []
-    for c in d.get("citations", []):
-        out = {k: c.get(k) for k in ("number", "doc_id", "title", "section", "quote", "url", "audience",
-                                     "version", "effective_date", "chunk_id")}
-        out = {k: ("" if v is None and k not in ("number",) else v) for k, v in out.items()}
+    for c in answer.citations:
+        out: dict[str, Any] = {"number": c.number, "doc_id": c.doc_id, "title": c.title, "section": c.section,
+                               "quote": c.quote, "url": c.url, "audience": Audience(c.audience).value,
+                               "version": c.version, "effective_date": c.effective_date, "chunk_id": c.chunk_id}
         if not public:
-            out.update(regions=list(c.get("regions") or []), last_reviewed=c.get("last_reviewed") or "",
-                       review_due=c.get("review_due") or "", superseded_by=c.get("superseded_by") or "")
+            out.update(regions=list(c.regions), last_reviewed=c.last_reviewed, review_due=c.review_due,
+                       superseded_by=c.superseded_by)
         cits.append(out)
     related = [{"doc_id": str(r.get("doc_id", "")), "title": str(r.get("title", "")),
-                "url": str(r.get("url") or "")} for r in d.get("related") or []]
+                "url": str(r.get("url") or "")} for r in answer.related]
+    escalation = asdict(answer.escalation) if answer.escalation is not None and not public else None
     return {
-        "answer": d.get("answer", ""), "refused": bool(d.get("refused")),
-        "refusal_reason": d.get("refusal_reason") or "", "confidence": float(d.get("confidence") or 0.0),
-        "citations": cits, "related": related,
-        "handoff_offered": bool(d.get("handoff_offered")),
-        "escalation": None if public else d.get("escalation"), "audience": audience.value,
-        "conversation_id": cid, "message_id": message_id, "composer": d.get("composer") or "",
-        "standalone_question": d.get("standalone_question") or "",
-        "timings": {k: float(v) for k, v in (d.get("timings") or {}).items() if isinstance(v, (int, float))},
+        "answer": answer.text, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
+        "confidence": float(answer.confidence), "citations": cits, "related": related,
+        "handoff_offered": answer.handoff_offered, "escalation": escalation, "audience": audience.value,
+        "conversation_id": cid, "message_id": message_id, "composer": answer.composer,
+        "standalone_question": answer.standalone_question,
+        "timings": {k: float(v) for k, v in answer.timings.items() if isinstance(v, (int, float))},
     }
 
 
@@ -906,7 +905,7 @@ async def _log_failure(ctx: ApiContext, cid: str, question: str, surface: str, w
         log.error("failed question not stored: %s", store_exc)
 
 
-def _next_event(events: Iterator[dict[str, Any]]) -> dict[str, Any] | PolicyDeskError | None:
+def _next_event(events: Iterator[AnswerEvent]) -> AnswerEvent | PolicyDeskError | None:
     """The next event of a stream; a PolicyDesk error is returned (not raised) so the caller can map it."""
     try:
         return next(events)
@@ -941,7 +940,7 @@ class _SentenceBuffer:
         return out
 
 
-async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[str, Any] | None,
+async def _sse(ctx: ApiContext, events: Iterator[AnswerEvent], first: AnswerEvent | PolicyDeskError | None,
                filters: Filters, question: str, cid: str, surface: str,
                who: Caller) -> AsyncIterator[ServerSentEvent]:
     """Forward the draft (public: sentence by sentence, leak-checked), then the checked final answer."""
@@ -949,8 +948,8 @@ async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[st
     buffer = _SentenceBuffer()
     sent = ""
     draft_blocked = False
-    final: dict[str, Any] | None = None
-    event: dict[str, Any] | PolicyDeskError | None = first
+    final: Answer | None = None
+    event: AnswerEvent | PolicyDeskError | None = first
     try:
         while event is not None:
             if isinstance(event, PolicyDeskError):
@@ -958,15 +957,14 @@ async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[st
                 _status, code, message = _map_error(event)
                 yield ServerSentEvent(json.dumps(error_body(code, message)["error"]), event="error")
                 return
-            kind = event.get("type")
-            if kind == "final":
-                final = event.get("answer") or {}
+            if isinstance(event, FinalEvent):
+                final = event.answer
                 break
-            if kind in ("token", "sentence") and not draft_blocked:
+            if isinstance(event, TextEvent) and not draft_blocked:
                 # Sentence events are lines; with the newline added, every piece can simply be appended.
-                text = str(event.get("text", "")) + ("\n" if kind == "sentence" else "")
+                text = event.text + ("\n" if event.kind == "sentence" else "")
                 if not public:
-                    yield ServerSentEvent(json.dumps({"text": text}), event=kind)
+                    yield ServerSentEvent(json.dumps({"text": text}), event=event.kind)
                 else:
                     piece = buffer.feed(text)
                     if piece:
@@ -982,8 +980,7 @@ async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[st
                 yield ServerSentEvent(json.dumps({"text": rest}), event="sentence")
         if final is None:
             raise RuntimeError("the answer stream ended without a final event")
-        answer = _answer_from_dict(final)
-        answer = await anyio.to_thread.run_sync(_final_check, ctx, answer, filters)
+        answer = await anyio.to_thread.run_sync(_final_check, ctx, final, filters)
         message_id = await _log_answer(ctx, cid, question, answer, surface, who)
         body = AskResponse.model_validate(_response(answer, filters.audience, cid, message_id))
         yield ServerSentEvent(body.model_dump_json(), event="final")
@@ -999,41 +996,6 @@ async def _sse(ctx: ApiContext, events: Iterator[dict[str, Any]], first: dict[st
         close = getattr(events, "close", None)
         if close is not None:
             close()
-
-
-def _answer_from_dict(d: dict[str, Any]) -> Answer:
-    """Rebuild an Answer from `Answer.to_dict()` (the stream's final event): one check for both routes."""
-    from bot.core.models import Citation, Escalation
-
-    if isinstance(d, Answer):
-        return d
-    cits = []
-    for c in d.get("citations") or []:
-        aud = c.get("audience")
-        try:
-            aud = Audience(aud.value if isinstance(aud, Audience) else aud)
-        except ValueError:
-            aud = Audience.INTERNAL  # unknown audience is treated as the restrictive one
-        cits.append(Citation(
-            number=int(c.get("number") or 0), doc_id=str(c.get("doc_id", "")), title=str(c.get("title", "")),
-            section=str(c.get("section", "")), quote=str(c.get("quote", "")),
-            chunk_id=str(c.get("chunk_id", "")), audience=aud, version=str(c.get("version") or ""),
-            effective_date=str(c.get("effective_date") or ""),
-            url=str(c.get("url") or ""), regions=tuple(c.get("regions") or ()),
-            chunk_text=str(c.get("chunk_text") or ""), last_reviewed=str(c.get("last_reviewed") or ""),
-            review_due=str(c.get("review_due") or ""), superseded_by=str(c.get("superseded_by") or "")))
-    esc = d.get("escalation")
-    return Answer(
-        question=str(d.get("question", "")), text=str(d.get("answer", d.get("text", ""))), citations=cits,
-        refused=bool(d.get("refused")), refusal_reason=str(d.get("refusal_reason") or ""),
-        confidence=float(d.get("confidence") or 0.0),
-        escalation=Escalation(**{k: str(v or "") for k, v in esc.items()
-                                 if k in Escalation.__dataclass_fields__}) if isinstance(esc, dict) else None,
-        handoff_offered=bool(d.get("handoff_offered")), related=list(d.get("related") or []),
-        timings=dict(d.get("timings") or {}), composer=str(d.get("composer") or ""),
-        standalone_question=str(d.get("standalone_question") or ""),
-        retrieved_doc_ids=list(d.get("retrieved_doc_ids") or []),
-        unsupported_removed=int(d.get("unsupported_removed") or 0))
 
 
 async def _notify_webhook(ctx: ApiContext, handoff_id: int) -> str:

@@ -25,7 +25,8 @@ from bot.core.errors import (
     PolicyDeskError,
     StoreError,
 )
-from bot.core.models import REGIONS, Audience, Filters
+from bot.core.events import FinalEvent, TextEvent
+from bot.core.models import REGIONS, Answer, Audience, Citation, Escalation, Filters
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,14 @@ def chain_history(turns: Sequence[dict[str, Any]], max_turns: int) -> list[dict[
 
 
 def stream_text(events, sink: dict[str, Any]):
-    """Yield the display text of answer stream events; the final answer dict is put in sink['answer']."""
+    """Yield the display text of answer stream events; the final Answer is put in sink['answer']."""
     for event in events:
-        kind = event.get("type")
-        if kind in ("token", "sentence"):
-            text = event.get("text") or ""
+        if isinstance(event, TextEvent):
+            text = event.text
             # Sentence events are the answer's lines without their newline; tokens carry their own spacing.
-            yield text + ("\n" if kind == "sentence" and not text.endswith("\n") else "")
-        elif kind == "final":
-            sink["answer"] = event.get("answer") or {}
+            yield text + ("\n" if event.kind == "sentence" and not text.endswith("\n") else "")
+        elif isinstance(event, FinalEvent):
+            sink["answer"] = event.answer
 
 
 def user_message(exc: BaseException, settings: Settings | None = None) -> tuple[str, str]:
@@ -196,13 +196,13 @@ def citation_badges(review_due: str, superseded_by: str, today: date | None = No
     return tuple(badges)
 
 
-def citation_card(citation: dict[str, Any], documents: dict[str, dict[str, Any]] | None = None,
+def citation_card(citation: Citation, documents: dict[str, dict[str, Any]] | None = None,
                   chunk_text: Callable[[str], str | None] | None = None, today: date | None = None) -> CitationCard:
     """Merge a citation with the index's current metadata for its document and the text of its chunk."""
-    meta = ((documents or {}).get(citation.get("doc_id", "")) or {}).get("meta") or {}
+    meta = ((documents or {}).get(citation.doc_id) or {}).get("meta") or {}
 
     def pick(key: str) -> str:
-        value = citation.get(key)
+        value = getattr(citation, key)
         if value in (None, "", [], ()):
             value = meta.get(key, "")
         return value if isinstance(value, (list, tuple)) else str(value or "")
@@ -210,17 +210,16 @@ def citation_card(citation: dict[str, Any], documents: dict[str, dict[str, Any]]
     regions = pick("regions")
     if isinstance(regions, str):
         regions = tuple(r for r in regions.split(",") if r)
-    text = citation.get("chunk_text") or (chunk_text(citation.get("chunk_id", "")) if chunk_text else None) or ""
-    quote = str(citation.get("quote") or "")
+    text = citation.chunk_text or (chunk_text(citation.chunk_id) if chunk_text else None) or ""
+    quote = citation.quote
     if text:
         section_html, found = highlight_html(text, quote)
     else:
         section_html, found = '<mark class="pd-quote">' + _escape_lines(quote) + "</mark>", bool(quote)
     review_due, superseded_by = pick("review_due"), pick("superseded_by")
     return CitationCard(
-        number=int(citation.get("number") or 0), doc_id=str(citation.get("doc_id") or ""),
-        title=pick("title") or str(citation.get("doc_id") or ""),
-        section=str(citation.get("section") or citation.get("section_path") or ""),
+        number=citation.number, doc_id=citation.doc_id, title=pick("title") or citation.doc_id,
+        section=citation.section,
         quote=quote, version=pick("version"), effective_date=pick("effective_date"), regions=tuple(regions),
         last_reviewed=pick("last_reviewed"), review_due=review_due, superseded_by=superseded_by,
         url=pick("url"), doc_type=str(meta.get("type") or ""), section_html=section_html, quote_found=found,
@@ -246,39 +245,38 @@ def answer_markdown(text: str) -> str:
     return "".join(out)
 
 
-def copy_text(answer: dict[str, Any]) -> str:
+def copy_text(answer: Answer) -> str:
     """Plain text an agent pastes into a ticket: the answer and its numbered sources."""
-    lines = [str(answer.get("answer") or "").strip()]
-    cites = answer.get("citations") or []
-    if cites:
+    lines = [answer.text.strip()]
+    if answer.citations:
         lines.append("")
         lines.append("Sources:")
-        for c in cites:
-            version = f" v{c['version']}" if c.get("version") else ""
-            link = f" {c['url']}" if c.get("url") else ""
-            section = f", {c.get('section')}" if c.get("section") else ""
-            lines.append(f"[{c.get('number')}] {c.get('title')}{version}{section}{link}")
+        for c in answer.citations:
+            version = f" v{c.version}" if c.version else ""
+            link = f" {c.url}" if c.url else ""
+            section = f", {c.section}" if c.section else ""
+            lines.append(f"[{c.number}] {c.title}{version}{section}{link}")
     return "\n".join(lines)
 
 
-def composer_notice(answer: dict[str, Any], settings: Settings | None = None) -> str:
+def composer_notice(answer: Answer, settings: Settings | None = None) -> str:
     """A warning when the configured chat model was down and the answer fell back to extractive."""
-    if str(answer.get("composer") or "") != "extractive-fallback":
+    if answer.composer != "extractive-fallback":
         return ""
     where = f" at {settings.openai_base_url}" if settings is not None and settings.openai_base_url else ""
     return (f"The answer model endpoint{where} did not respond, so this answer was assembled extractively "
             "from the knowledge base. Check that the model server is running.")
 
 
-def escalation_text(escalation: dict[str, Any] | None) -> str:
+def escalation_text(escalation: Escalation | None) -> str:
     """One line describing the suggested escalation, or '' when there is none."""
-    if not escalation or not any(escalation.get(k) for k in ("team", "queue", "priority")):
+    if escalation is None or not (escalation.team or escalation.queue or escalation.priority):
         return ""
-    parts = [p for p in (escalation.get("team"), escalation.get("queue") and f"queue {escalation['queue']}",
-                         escalation.get("priority") and f"priority {escalation['priority']}") if p]
+    parts = [p for p in (escalation.team, escalation.queue and f"queue {escalation.queue}",
+                         escalation.priority and f"priority {escalation.priority}") if p]
     text = "Suggested escalation: " + " · ".join(parts)
-    if escalation.get("reason"):
-        text += f" ({escalation['reason']})"
+    if escalation.reason:
+        text += f" ({escalation.reason})"
     return text
 
 
