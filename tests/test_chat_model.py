@@ -117,8 +117,8 @@ def test_a_small_models_misread_falls_back_to_the_extractive_answer(fixture_sett
     assert not a.refused and a.composer == "extractive-fallback" and "2 months" not in a.text
     assert a.fallback_reason.startswith("0 of 1 chat sentence(s) verified")
     events = list(svc.stream(question, [], PUBLIC))
-    final = events[-1]["answer"]
-    assert final["composer"] == "extractive-fallback" and final["answer"] == a.text and not final["refused"]
+    final = events[-1].answer
+    assert final.composer == "extractive-fallback" and final.text == a.text and not final.refused
 
 
 def test_locate_support_wants_the_numbers_negation_and_words_of_the_source():
