@@ -275,7 +275,7 @@ def test_public_chat_stream_is_released_sentence_by_sentence(kb_settings, kb_ind
 
 
 def test_token_bucket_refills_and_forgets_old_clients():
-    from bot.surfaces.api import TokenBucketLimiter
+    from bot.surfaces.api.auth import TokenBucketLimiter
 
     bucket = TokenBucketLimiter(per_minute=3, max_clients=2)
     assert [bucket.take("a", now=0.0)[0] for _ in range(4)] == [True, True, True, False]
