@@ -4,15 +4,18 @@ SOP ranked above documents that only link to it, and hints (SOP prior, regions) 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
 from bot.answer.service import AnswerService
+from bot.core.profile import PROFILE_FILE, load_profile
 from bot.search.intent import asks_timing, is_procedural, question_intent, region_hints
 from bot.core.text import analyze
 from bot.core.models import Audience, Chunk, Filters
 from bot.search.retrieval import HybridSearcher, main_document
 
+ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date(2026, 10, 1)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)
 PUBLIC = Filters(audience=Audience.PUBLIC, as_of=AS_OF)
@@ -50,18 +53,20 @@ def assert_verified(answer) -> None:
 
 
 def test_question_intent_reads_procedure_deadline_and_regions():
-    assert question_intent(DSAR) == question_intent(DSAR.replace("Germany", "France"))
-    intent = question_intent(DSAR)
+    kb = load_profile(ROOT / "kb" / PROFILE_FILE)
+    assert question_intent(DSAR, kb) == question_intent(DSAR.replace("Germany", "France"), kb)
+    intent = question_intent(DSAR, kb)
     assert intent.procedural and intent.timing and intent.regions == ("EU",)
     assert is_procedural(HACKED) and not asks_timing(HACKED)
     assert is_procedural("What's the next step?") and is_procedural("How should we deal with a chargeback?")
     assert not is_procedural("How long does a refund take?") and asks_timing("How long does a refund take?")
     assert asks_timing("What's the deadline for a DSAR?") and asks_timing("How many business days do we have?")
     assert not asks_timing("When can a user change their username?")  # "when" alone asks about a condition
-    assert region_hints("A user in the United Kingdom and one in California") == ("UK", "US")
-    assert region_hints("Tell us about it") == ()  # the pronoun "us" is not the United States
-    assert region_hints("A US creator") == ("US",)
-    assert region_hints("The message is in English") == ()
+    assert region_hints("A user in the United Kingdom and one in California", kb) == ("UK", "US")
+    assert region_hints("Tell us about it", kb) == ()  # the pronoun "us" is not the United States
+    assert region_hints("A US creator", kb) == ("US",)
+    assert region_hints("The message is in English", kb) == ()
+    assert region_hints("A user in the United Kingdom") == ()  # a KB without a profile has no region codes
 
 
 # ---- retrieval -------------------------------------------------------------------------------------------
@@ -98,7 +103,8 @@ def test_the_sop_prior_applies_to_procedural_agent_questions_only(searcher, kb_i
 def test_hints_rerank_but_never_drop_a_chunk(searcher, kb_index):
     gen = kb_index.require_generation()
     fused = [(c, 1.0 - i / 1000, [i + 1, None]) for i, c in enumerate(gen.chunks[:200])]
-    out = searcher._rerank_documents(dict.fromkeys(analyze(DSAR), 1.0), fused, INTERNAL, question_intent(DSAR))
+    out = searcher._rerank_documents(dict.fromkeys(analyze(DSAR), 1.0), fused, INTERNAL,
+                                     question_intent(DSAR, searcher.profile))
     assert sorted(c.chunk_id for c, _, _ in out) == sorted(c.chunk_id for c, _, _ in fused)
     # a country is a hint: the US variant stays visible and retrievable for a German user's question
     hits = searcher.search("US privacy requests deadline for a user in Germany", INTERNAL, k=10)
@@ -162,9 +168,10 @@ def test_a_particular_case_is_answered_by_its_decision_not_the_whole_procedure(k
 def test_deadlines_of_other_regions_are_not_quoted():
     from bot.core.units import region_conflict
 
-    assert region_conflict("US: Deadline: 45 calendar days (CCPA/CPRA); Extension: Once, by 45 more days", ("EU",))
-    assert not region_conflict("EU/EEA and UK: One month from receipt (GDPR Art. 12(3))", ("EU",))
-    assert not region_conflict("Respond within one month of receipt of the request.", ("EU",))  # names none
+    kb = load_profile(ROOT / "kb" / PROFILE_FILE)
+    assert region_conflict("US: Deadline: 45 calendar days (CCPA/CPRA); Extension: Once, by 45 more days", ("EU",), kb)
+    assert not region_conflict("EU/EEA and UK: One month from receipt (GDPR Art. 12(3))", ("EU",), kb)
+    assert not region_conflict("Respond within one month of receipt of the request.", ("EU",), kb)  # names none
 
 
 def test_a_german_users_deadline_is_the_gdpr_one(kb_service):

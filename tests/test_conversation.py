@@ -8,7 +8,7 @@ import pytest
 from bot.answer.condense import DeterministicCondenser, TermWeights, decide_turn
 from bot.answer.service import AnswerService
 from bot.core.models import Audience, Filters
-from bot.search.intent import place_words
+from bot.core.profile import KBProfile
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 HACKED = [{"role": "user", "text": "hacked acct, attacker changed the phone number 2 weeks ago, user no longer has "
@@ -43,6 +43,7 @@ def test_follow_up_keeps_the_topic_and_switches_the_region(service):
     assert c.decision == "follow-up" and c.is_follow_up
     carried = " ".join(c.carried_terms).lower()
     assert "data" in carried or "copy" in carried  # the DSAR topic is kept ...
+    assert "berlin" not in carried  # ... and the earlier place is replaced, not searched alongside
     docs = [s.chunk.doc_id for s in turn.retrieved.sources[:5]]
     assert "sop-us-privacy-requests" in docs
 
@@ -63,7 +64,7 @@ def test_turn_decision_signals():
 
 
 def test_condenser_drops_replaced_places_only():
-    cond = DeterministicCondenser(region_words=place_words)
+    cond = DeterministicCondenser(region_words=KBProfile().place_words)  # the gazetteer needs no profile
     weights = TermWeights({"copy": 3, "data": 3, "deadline": 2, "berlin": 1}, 50)
     out = cond.run("and in the US?", DSAR, weights)
     assert "berlin" not in [t.lower() for t in out.carried_terms] and "data" in out.carried_terms

@@ -10,7 +10,6 @@ import numpy as np
 
 from bot.answer.compose import (
     EXTENSION_RE,
-    SCOPE_SECTION_RE,
     Composer,
     ComposeRequest,
     Draft,
@@ -22,10 +21,10 @@ from bot.answer.compose import (
     phrases,
 )
 from bot.search.intent import asks_timing, region_hints
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.answer.safety import looks_like_injection
 from bot.core.text import analyze
 from bot.core.units import (
-    DEADLINE_HEAD_RE,
     DEADLINE_WORDS_RE,
     DURATION_RE,
     Unit,
@@ -60,8 +59,9 @@ class ExtractiveComposer(Composer):
                  sim_weight: float = 0.4, rank_weight: float = 0.1, type_weight: float = 0.1,
                  length_penalty: float = 0.1, typical_terms: int = 15, same_doc_bonus: float = 0.0,
                  phrase_weight: float = 0.15, case_ratio: float = 0.75,
-                 lead_margin: float = 1.15):
+                 lead_margin: float = 1.15, profile: KBProfile = DEFAULT_PROFILE):
         self.embed = embed
+        self.profile = profile  # the KB's heading meanings and region names
         self.max_units = max_units
         self.max_steps = max_steps
         self.embed_units = embed_units  # embedding every unit costs ~10 ms each on 2 cores: only the best few
@@ -209,7 +209,7 @@ class ExtractiveComposer(Composer):
         (number, list_id), best_step = max(lists.items(), key=lambda kv: kv[1])
         # A scope section ("When this applies") restates the situation the agent is describing, so it always
         # fits the question well; it says which procedure applies, not that the question is about one case.
-        cases = [c.score for c in ranked if not SCOPE_SECTION_RE.search(" ".join(c.source.chunk.section_path))]
+        cases = [c.score for c in ranked if not self.profile.section("scope", " ".join(c.source.chunk.section_path))]
         if cases and best_step < cases[0] * self.case_ratio:
             return []
         anchor = next(c for c in cands if c.source.number == number and c.unit.list_id == list_id)
@@ -223,7 +223,7 @@ class ExtractiveComposer(Composer):
         for lead in ranked:  # the main document's best unit outside the steps, if it beats every step
             if lead.score <= best_step * self.lead_margin:
                 break
-            if SCOPE_SECTION_RE.search(" ".join(lead.source.chunk.section_path)):
+            if self.profile.section("scope", " ".join(lead.source.chunk.section_path)):
                 continue
             if (lead.source.chunk.doc_id != main or lead.unit.kind not in ("sentence", "item", "row")
                     or (lead.source.number, lead.unit.position) in in_list):
@@ -240,17 +240,17 @@ class ExtractiveComposer(Composer):
         if any(DURATION_RE.search(c.unit.display) and DEADLINE_WORDS_RE.search(c.unit.display) for c in chosen
                if c.unit.kind != "step"):
             return []
-        hints = region_hints(request.condensed.question)
+        hints = region_hints(request.condensed.question, self.profile)
         scored: list[tuple[float, _Candidate]] = []
         for c in cands:
             if c.source.chunk.doc_id != main or (c.source.number, c.unit.position) in have:
                 continue
             if c.unit.kind in ("step", "lead") or not DURATION_RE.search(c.unit.display):
                 continue
-            if hints and region_conflict(c.unit.display, hints):  # "a user in Germany": not the US row's 45 days
+            if hints and region_conflict(c.unit.display, hints, self.profile):  # "a user in Germany": not the US row's 45 days
                 continue
             worded = DEADLINE_WORDS_RE.search(c.unit.display) is not None
-            headed = DEADLINE_HEAD_RE.search(" ".join(c.source.chunk.section_path)) is not None
+            headed = self.profile.section("deadline", " ".join(c.source.chunk.section_path))
             value = c.score + 0.2 * worded + 0.2 * headed
             scored.append((value, c))
         scored.sort(key=lambda x: -x[0])

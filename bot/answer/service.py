@@ -33,12 +33,13 @@ from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_
 from bot.answer.verify import CitationVerifier, Verified
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Escalation, Filters, ScoredChunk
 from bot.core.text import analyze
 from bot.core.units import region_conflict
 from bot.ingest.index import KnowledgeIndex
-from bot.search.intent import place_words, region_hints
+from bot.search.intent import region_hints
 from bot.search.retrieval import HybridSearcher
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,6 @@ class _MemoEmbedder:
 
 # ---- escalation ----------------------------------------------------------------------------------------
 
-_QUEUE_RE = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`|\b(?:the |queue )([a-z0-9]+(?:-[a-z0-9]+)+)(?: queue)\b")
-_PRIORITY_RE = re.compile(r"\bP([1-4])\b")
 _OWNER_RE = re.compile(r"\bowner ([A-Z][\w&' -]+?)(?:[.;,]|$)")
 _TEAM_TO_RE = re.compile(r"\bto ([A-Z][\w&' ]+?) in the ")
 
@@ -163,9 +162,11 @@ class QueueInfo:
     default_priority: str = ""
 
 
-def queue_table(generation) -> dict[str, QueueInfo]:
+def queue_table(generation, profile: KBProfile = DEFAULT_PROFILE) -> dict[str, QueueInfo]:
     """Queue name -> team and default priority, from any KB table with 'Queue' and 'Team' columns."""
     queues: dict[str, QueueInfo] = {}
+    if profile.priority is None:
+        return queues
     for c in generation.chunks:
         if "| Queue" not in c.text and "|Queue" not in c.text:
             continue
@@ -183,18 +184,21 @@ def queue_table(generation) -> dict[str, QueueInfo]:
                 if re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)+", q):
                     prio_col = next((i for i, h in enumerate(header) if "priority" in h), None)
                     # "P2 if the account is being misused, otherwise P3": the last one is the default
-                    found = _PRIORITY_RE.findall(cells[prio_col]) if prio_col is not None else []
+                    found = profile.priority.findall(cells[prio_col]) if prio_col is not None else []
                     queues[q] = QueueInfo(cells[header.index("team")], f"P{found[-1]}" if found else "")
     return queues
 
 
 def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: dict[str, QueueInfo],
-                    reason_prefix: str = "") -> Escalation | None:
+                    reason_prefix: str = "", profile: KBProfile = DEFAULT_PROFILE) -> Escalation | None:
     """Where to send the case: the line naming a queue (and a priority) in the SOPs/policies of doc_ids that
     best matches the question; lines of an 'Escalation' section and earlier documents are preferred. The team
-    and a missing priority come from the KB's queue table when there is one."""
+    and a missing priority come from the KB's queue table when there is one. Queue and priority syntax and the
+    escalation heading come from the KB profile: a KB without them gets no escalation line."""
+    if profile.queue is None:
+        return None
     q_terms = set(analyze(question))
-    hints = region_hints(question)
+    hints = region_hints(question, profile)
     best: tuple[float, str, str, str, str, str] | None = None
     for order, doc_id in enumerate(doc_ids):
         doc = generation.documents.get(doc_id)
@@ -205,16 +209,16 @@ def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: d
             if pos is None:
                 continue
             chunk = generation.chunks[pos]
-            in_escalation = any("escalat" in s.lower() for s in chunk.section_path)
+            in_escalation = any(profile.section("escalation", s) for s in chunk.section_path)
             for line in chunk.text.splitlines():
-                qm = _QUEUE_RE.search(line)
-                pm = _PRIORITY_RE.search(line)
+                qm = profile.queue.search(line)
+                pm = profile.priority.search(line) if profile.priority else None
                 if not qm or not (pm or in_escalation):
                     continue
-                queue_name = qm.group(1) or qm.group(2)
+                queue_name = next(g for g in qm.groups() + (qm.group(0),) if g)
                 if queues and queue_name not in queues:
                     continue
-                if hints and region_conflict(line, hints):  # a French user's case, not "for US and ROW users"
+                if hints and region_conflict(line, hints, profile):  # a French user's case, not "for US and ROW users"
                     continue
                 overlap = len(q_terms & set(analyze(line))) / max(len(q_terms), 1)
                 score = overlap + (0.5 if in_escalation else 0.0) + (0.2 if pm else 0.0) - 0.2 * order
@@ -251,10 +255,12 @@ class AnswerService:
             self.index._embedder = _MemoEmbedder(self.index.embedder)
         self.embedder: _MemoEmbedder = self.index._embedder
         self.searcher = HybridSearcher.from_settings(self.index, settings)
-        self.condenser = DeterministicCondenser(region_words=place_words)
+        self.profile = settings.profile
+        self.condenser = DeterministicCondenser(region_words=self.profile.place_words)
         self.verifier = CitationVerifier()
         self.composers: dict[str, Composer] = {
-            "extractive": ExtractiveComposer(self.embedder.embed_array, max_units=settings.answer_max_sentences,
+            "extractive": ExtractiveComposer(self.embedder.embed_array, profile=settings.profile,
+                                             max_units=settings.answer_max_sentences,
                                              max_steps=settings.answer_max_steps,
                                              embed_units=settings.answer_embed_units),
         }
@@ -289,7 +295,7 @@ class AnswerService:
     def queues(self, gen) -> dict[str, QueueInfo]:
         """Queue table of the served generation."""
         if self._queues is None or self._queues[0] != gen.name:
-            self._queues = (gen.name, queue_table(gen))
+            self._queues = (gen.name, queue_table(gen, self.profile))
         return self._queues[1]
 
     def warm(self) -> None:
@@ -469,10 +475,12 @@ class AnswerService:
         if audience is Audience.INTERNAL and gen is not None:
             cited = [c.doc_id for c in answer.citations]
             if cited:
-                answer.escalation = find_escalation(gen, list(dict.fromkeys(cited)), turn.question, self.queues(gen))
+                answer.escalation = find_escalation(gen, list(dict.fromkeys(cited)), turn.question, self.queues(gen),
+                                                    profile=self.profile)
             elif reason == REFUSAL_NO_SUPPORT:  # on-topic but unanswered: where the closest SOP sends such cases
                 answer.escalation = find_escalation(gen, answer.retrieved_doc_ids[:3], turn.question,
-                                                    self.queues(gen), reason_prefix="Closest SOP: ")
+                                                    self.queues(gen), reason_prefix="Closest SOP: ",
+                                                    profile=self.profile)
         elif reason and reason != REFUSAL_NOT_A_QUESTION:
             answer.handoff_offered = True
             answer.text += " You can ask to talk to a person on our support team."

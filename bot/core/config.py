@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from bot.core.profile import PROFILE_FILE, KBProfile, load_profile
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Per-file limits of an ingest: a KB file over them is reported and skipped, so one huge file cannot hold the
 # ingest lock for minutes. 2M characters is about 2,000 chunks (about a minute of embedding on 2 cores).
@@ -26,6 +28,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".policydesk"), description="Index, manifest, caches and the SQLite store.")
     kb_dir: Path = Field(PROJECT_ROOT / "kb", description="Knowledge-base folder ingested by default.")
     collection: str = Field("policydesk", description="Chroma collection name.")
+    kb_profile: Path | None = Field(
+        None, description="KB conventions file (docs/kb-profile.md): heading meanings, regions, priority/queue/link "
+        "patterns. Unset = policydesk-profile.toml in kb_dir if present, else defaults for any KB.")
     max_document_bytes: int = Field(
         DEFAULT_MAX_DOCUMENT_BYTES, gt=0, description="KB files larger than this on disk are reported, not ingested."
     )
@@ -137,6 +142,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Init args beat environment variables, which beat policydesk.toml."""
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def profile(self) -> KBProfile:
+        """The KB profile in force (cached per file; the defaults when the KB has none)."""
+        return load_profile(self.kb_profile or self.kb_dir / PROFILE_FILE)
 
     @property
     def chroma_dir(self) -> Path:

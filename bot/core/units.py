@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.text import analyze
 
 _NUMBERED_RE = re.compile(r"^\s*(\d+)[.)]\s+")
@@ -31,19 +32,13 @@ DURATION_RE = re.compile(
     re.IGNORECASE)
 DEADLINE_WORDS_RE = re.compile(r"\b(deadline|due|within|no later than|respond|extend(ed)?|extension|sla)\b",
                                re.IGNORECASE)
-DEADLINE_HEAD_RE = re.compile(r"\b(sla|deadlines?|timelines?|time limits?|response times?|timing)\b",
-                              re.IGNORECASE)
-_REGION_WORDS = {
-    "EU": re.compile(r"\b(?:EU|EEA|European Union)\b"),
-    "UK": re.compile(r"\b(?:UK|United Kingdom)\b"),
-    "US": re.compile(r"\b(?:US|United States|CCPA|CPRA)\b"),
-    "ROW": re.compile(r"\b(?:rest of (?:the )?world|ROW)\b", re.IGNORECASE),
-}
+DEADLINE_HEAD_RE = DEFAULT_PROFILE.sections["deadline"]  # the default; a KB profile may say otherwise
 
 
-def region_conflict(text: str, regions: tuple[str, ...]) -> bool:
-    """Whether text is about other regions only: it names some region, and none of the requester's."""
-    named = {r for r, rx in _REGION_WORDS.items() if rx.search(text)}
+def region_conflict(text: str, regions: tuple[str, ...], profile: KBProfile = DEFAULT_PROFILE) -> bool:
+    """Whether text is about other regions only: it names some region (as the KB profile spells them), and none
+    of the requester's."""
+    named = profile.names_regions(text)
     return bool(named) and not named & set(regions)
 
 

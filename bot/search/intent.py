@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
+
 _PROCEDURAL_RE = re.compile(
     r"\bhow (do|can|should|would|to|does one|are|is)\b(?! (long|much|many|often|soon|old|far|quickly|fast)\b)"
     r"|\bsteps?\b|\bprocedure\b|\bprocess\b|\bwalk me through\b"
@@ -20,36 +22,6 @@ _TIMING_RE = re.compile(
     r"(respond|reply|answer|refund|deliver|finish|complete)\b",
     re.IGNORECASE,
 )
-
-# Country and region names -> the KB's region codes (documents carry regions: EU, UK, US, ROW or global).
-# 'English' is left out: it names a language far more often than a country.
-_EU_NAMES = (
-    "austria austrian belgium belgian bulgaria bulgarian croatia croatian cyprus cypriot czechia czech denmark "
-    "danish estonia estonian finland finnish france french germany german greece greek hungary hungarian "
-    "ireland irish italy italian latvia latvian lithuania lithuanian luxembourg malta maltese netherlands dutch "
-    "holland poland polish portugal portuguese romania romanian slovakia slovak slovenia slovenian spain "
-    "spanish sweden swedish norway norwegian iceland icelandic liechtenstein eu eea europe european"
-)
-_UK_NAMES = "uk britain british england scotland scottish wales welsh"
-_US_NAMES = "us usa america american california californian texas florida virginia colorado illinois"
-_ROW_NAMES = (
-    "brazil brazilian mexico mexican canada canadian india indian japan japanese china chinese korea korean "
-    "australia australian indonesia indonesian philippines filipino turkey turkish nigeria nigerian "
-    "egypt egyptian argentina argentinian switzerland swiss singapore vietnam thailand "
-    "pakistan saudi uae emirates russia russian ukraine ukrainian kenya colombia chile"
-)
-_REGION_WORDS: dict[str, str] = {}
-for _names, _region in ((_EU_NAMES, "EU"), (_UK_NAMES, "UK"), (_US_NAMES, "US"), (_ROW_NAMES, "ROW")):
-    for _n in _names.split():
-        _REGION_WORDS[_n] = _region
-# multi-word names are matched as phrases; 'us' only as the capitalised abbreviation (not the pronoun)
-_REGION_PHRASE_RE = re.compile(
-    r"\b(united kingdom|united states|northern ireland|new york|new zealand|south africa|south korea)\b",
-    re.IGNORECASE)
-_REGION_PHRASES = {"united kingdom": "UK", "united states": "US", "northern ireland": "UK", "new york": "US",
-                   "new zealand": "ROW", "south africa": "ROW", "south korea": "ROW"}
-_CASE_SENSITIVE = {"us": "US", "uk": "UK", "eu": "EU", "eea": "EU"}  # must be written in capitals
-
 
 @dataclass(frozen=True)
 class QuestionIntent:
@@ -70,36 +42,12 @@ def asks_timing(question: str) -> bool:
     return bool(_TIMING_RE.search(question))
 
 
-def region_hints(question: str) -> tuple[str, ...]:
-    """KB region codes of the countries and regions a question names ("a user in Germany" -> EU)."""
-    found: list[str] = []
-    rest = question
-    for m in _REGION_PHRASE_RE.finditer(question):
-        found.append(_REGION_PHRASES[m.group(1).lower()])
-    rest = _REGION_PHRASE_RE.sub(" ", rest)
-    for word in re.findall(r"[A-Za-z]+", rest):
-        low = word.lower()
-        if low in _CASE_SENSITIVE:
-            if word.isupper():
-                found.append(_CASE_SENSITIVE[low])
-            continue
-        region = _REGION_WORDS.get(low)
-        if region:
-            found.append(region)
-    return tuple(dict.fromkeys(found))
+def region_hints(question: str, profile: KBProfile = DEFAULT_PROFILE) -> tuple[str, ...]:
+    """KB region codes of the places a question names ("a user in Munich" -> EU), per the KB profile."""
+    return profile.region_hints(question)
 
 
-def question_intent(question: str) -> QuestionIntent:
+def question_intent(question: str, profile: KBProfile = DEFAULT_PROFILE) -> QuestionIntent:
     """Procedure, deadline and region hints of a question, for ranking and composing (never for filtering)."""
-    return QuestionIntent(is_procedural(question), asks_timing(question), region_hints(question))
+    return QuestionIntent(is_procedural(question), asks_timing(question), region_hints(question, profile))
 
-
-def place_words(text: str) -> set[str]:
-    """Lower-cased words of text that name a country, city or region (what a follow-up's own place replaces)."""
-    words = {m.group(1).lower() for m in _REGION_PHRASE_RE.finditer(text)}
-    words = {w for phrase in words for w in phrase.split()}
-    for word in re.findall(r"[A-Za-z]+", text):
-        low = word.lower()
-        if low in _REGION_WORDS or (low in _CASE_SENSITIVE and word.isupper()):
-            words.add(low)
-    return words

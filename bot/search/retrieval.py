@@ -42,7 +42,8 @@ from bot.core.config import Settings
 from bot.ingest.index import KnowledgeIndex, matches
 from bot.core.text import analyze
 from bot.core.models import Audience, Chunk, Filters, ScoredChunk
-from bot.core.units import DEADLINE_HEAD_RE, DEADLINE_WORDS_RE, DURATION_RE
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
+from bot.core.units import DEADLINE_WORDS_RE, DURATION_RE
 
 # History handling. Measured on doc2dial (follow-ups that stay on one page) and mtrag (conversations that drift
 # between passages); the values sit inside a plateau where neighbours score within a question or two.
@@ -62,14 +63,13 @@ REGION_PRIOR = 0.1  # the question names a country in one of the document's regi
 ANCHOR_WEIGHT = 0.2  # times the best link to the document from a top chunk whose link text has the question's words
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
-_KB_LINK_RE = re.compile(r"\[([^\]\n]+)\]\(kb:([a-z0-9][a-z0-9-]*)\)")
 _NUMBERED_LINE_RE = re.compile(r"^\s*\d+[.)]\s+\S", re.MULTILINE)
 
 
-def deadline_score(chunk: Chunk) -> int:
-    """How much a chunk reads like the statement of a deadline or SLA: a heading that names one, durations,
-    and deadline words."""
-    score = 2 * bool(DEADLINE_HEAD_RE.search(" ".join(chunk.section_path)))
+def deadline_score(chunk: Chunk, profile: KBProfile = DEFAULT_PROFILE) -> int:
+    """How much a chunk reads like the statement of a deadline or SLA: a heading that names one (per the KB
+    profile), durations, and deadline words."""
+    score = 2 * profile.section("deadline", " ".join(chunk.section_path))
     score += min(3, len(DURATION_RE.findall(chunk.text)))
     score += min(2, len(DEADLINE_WORDS_RE.findall(chunk.text)))
     return score
@@ -175,8 +175,10 @@ class HybridSearcher:
                  fusion: Literal["score", "rrf"] = "score", history_turns: int = 4, history_weight: float = 1.5,
                  near_duplicate_jaccard: float = 0.6, title_weight: float = TITLE_WEIGHT,
                  support_weight: float = SUPPORT_WEIGHT, sop_prior: float = SOP_PRIOR,
-                 region_prior: float = REGION_PRIOR, anchor_weight: float = ANCHOR_WEIGHT):
+                 region_prior: float = REGION_PRIOR, anchor_weight: float = ANCHOR_WEIGHT,
+                 profile: KBProfile = DEFAULT_PROFILE):
         self.index = index
+        self.profile = profile  # the KB's region names and link syntax
         self.fetch_k = fetch_k
         self.rrf_k = rrf_k
         self.weights = (dense_weight, lexical_weight)
@@ -195,7 +197,7 @@ class HybridSearcher:
         return cls(index, settings.fetch_k, settings.rrf_k, settings.dense_weight, settings.lexical_weight,
                    fusion=settings.fusion, history_turns=settings.history_turns,
                    history_weight=settings.history_weight,
-                   near_duplicate_jaccard=settings.near_duplicate_jaccard)
+                   near_duplicate_jaccard=settings.near_duplicate_jaccard, profile=settings.profile)
 
     # ---- conversation ----------------------------------------------------------------------------------
     def conversation_query(self, query: str, qvec: np.ndarray,
@@ -260,7 +262,7 @@ class HybridSearcher:
         # conversation that drifts between topics they pull the earlier topic's documents up (measured on mtrag:
         # R@5 0.961 -> 0.937 at full weight, 0.953 fading with the history's weight, 0.961 off)
         alone = conv is None or conv.weight < HISTORY_SMALL_TALK
-        fused = self._rerank_documents(dict.fromkeys(analyze(query), 1.0), fused, filters, question_intent(query),
+        fused = self._rerank_documents(dict.fromkeys(analyze(query), 1.0), fused, filters, question_intent(query, self.profile),
                                        document_evidence=1.0 if alone else 0.0)
         fused = self._demote_near_duplicates(fused, k)
         sims = {c.chunk_id: s for c, s in lists[0]}
@@ -287,9 +289,8 @@ class HybridSearcher:
             terms = cache[doc_id] = frozenset(analyze(title))
         return terms
 
-    @staticmethod
-    def _anchor_credit(q_terms: dict[str, float], total: float, fused: list[tuple[Chunk, float, list[int | None]]],
-                       depth: int = 20) -> dict[str, float]:
+    def _anchor_credit(self, q_terms: dict[str, float], total: float,
+                       fused: list[tuple[Chunk, float, list[int | None]]], depth: int = 20) -> dict[str, float]:
         """Credit for documents that well-ranked chunks link to with the question's words as link text.
 
         "If the user says they did not make the purchase, follow [Unauthorised payments](kb:sop-unauthorised-
@@ -301,7 +302,7 @@ class HybridSearcher:
         if top <= 0:
             return credit
         for chunk, score, _ in fused[:depth]:
-            for m in _KB_LINK_RE.finditer(chunk.text):
+            for m in self.profile.link.finditer(chunk.text):  # the KB's link syntax: text, target id
                 target = m.group(2)
                 if target == chunk.doc_id:
                     continue
@@ -374,7 +375,7 @@ class HybridSearcher:
         section best. Every chunk passes the requester's filters again."""
         if not scored:
             return []
-        intent = question_intent(query)
+        intent = question_intent(query, self.profile)
         if not (intent.procedural or intent.timing):
             return []
         gen = self.index.require_generation()
@@ -394,7 +395,7 @@ class HybridSearcher:
             if intent.procedural and numbered >= 2:
                 steps.append((numbered, chunk))
             elif intent.timing and DURATION_RE.search(chunk.text):
-                timing.append((deadline_score(chunk), chunk))
+                timing.append((deadline_score(chunk, self.profile), chunk))
         steps.sort(key=lambda x: -x[0])  # stable: the longer list first, else document order
         timing.sort(key=lambda x: -x[0])
         wanted = [c for _, c in steps[:limit]] + [c for _, c in timing[:1]]
