@@ -27,15 +27,21 @@ from langchain_core.runnables import RunnableLambda
 from bot.answer import assess
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
-from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, TermWeights, describe_decision
+from bot.answer.condense import (
+    ChatCondenser,
+    Condensed,
+    DeterministicCondenser,
+    TermWeights,
+    describe_decision,
+)
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
 from bot.answer.verify import CitationVerifier, Verified
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
-from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Escalation, Filters, ScoredChunk
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.text import analyze
 from bot.core.units import region_conflict
 from bot.ingest.index import KnowledgeIndex
