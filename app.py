@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 
 import streamlit as st
-from pydantic import ValidationError
 
+from bot.core import config
 from bot.core.config import Settings
+from bot.core.errors import ConfigError
 from bot.surfaces.console import get_index, get_ingest_lock, sync_with_progress
 
 log = logging.getLogger("policydesk.console")
@@ -30,8 +31,8 @@ div.pd-section { font-size: 0.92rem; line-height: 1.5; max-height: 24rem; overfl
 def load_settings() -> Settings | None:
     """Settings from env / policydesk.toml, or None after showing why they are invalid."""
     try:
-        return Settings()
-    except (ValidationError, ValueError) as exc:  # a bad POLICYDESK_* value or policydesk.toml
+        return config.load_settings()
+    except ConfigError as exc:  # a bad POLICYDESK_* value or policydesk.toml, named with the fix
         st.error(f"PolicyDesk settings are invalid: {exc}")
         return None
 

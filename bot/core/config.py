@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
+import errno
+import logging
+import os
+import re
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+
+from bot.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+TOML_FILE = Path("policydesk.toml")  # read from the working directory
 
 from bot.core.profile import PROFILE_FILE, KBProfile, load_profile
 
@@ -21,7 +38,7 @@ class Settings(BaseSettings):
     """Every tunable of PolicyDesk, documented; built once and passed to the stages that need it."""
 
     model_config = SettingsConfigDict(
-        env_prefix="POLICYDESK_", env_file=None, toml_file="policydesk.toml", extra="ignore"
+        env_prefix="POLICYDESK_", env_file=None, toml_file=TOML_FILE, extra="ignore"
     )
 
     # Where things live
@@ -157,3 +174,96 @@ class Settings(BaseSettings):
     def db_path(self) -> Path:
         """SQLite file for conversations, feedback, handoffs and the audit log."""
         return self.data_dir / "policydesk.sqlite3"
+
+
+_ENV_PREFIX = "POLICYDESK_"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from arguments, POLICYDESK_ variables and policydesk.toml; a mistake raises ConfigError naming
+    the file or variable and the fix, and unknown keys are warned about (a typo would otherwise be ignored)."""
+    _warn_unknown_keys()
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{TOML_FILE.resolve()}: not valid TOML ({exc}); fix that line or move the file away") from exc
+    except SettingsError as exc:  # a value pydantic-settings could not even decode (e.g. a list that is not JSON)
+        field = _field_in(str(exc))
+        raise ConfigError(f"{_source_of(field)}: could not be parsed; lists and objects are written as JSON, "
+                          f"e.g. {_ENV_PREFIX}API_KEYS='[\"key1\"]'") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        raise ConfigError(f"{_source_of(field)}: {first['msg']} (got {first.get('input')!r}); "
+                          f"see `{field}` in bot/core/config.py") from exc
+
+
+def _field_in(message: str) -> str:
+    m = re.search(r'field "([^"]+)"', message)
+    return m.group(1) if m else ""
+
+
+def _source_of(field: str) -> str:
+    """Where an operator wrote this setting: the variable, the TOML key, or an option."""
+    env_name = f"{_ENV_PREFIX}{field.upper()}"
+    if any(k.upper() == env_name for k in os.environ):
+        return f"environment variable {env_name}"
+    if field in _toml_keys():
+        return f"{TOML_FILE.resolve()}: key '{field}'"
+    return f"setting '{field}'"
+
+
+def _toml_keys() -> set[str]:
+    try:
+        with TOML_FILE.open("rb") as fh:
+            return set(tomllib.load(fh))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+
+
+def _warn_unknown_keys() -> None:
+    known = set(Settings.model_fields)
+    for key in sorted(_toml_keys() - known):
+        log.warning("%s: unknown setting '%s' is ignored%s", TOML_FILE.resolve(), key, _suggest(key, known))
+    for name in sorted(k for k in os.environ if k.upper().startswith(_ENV_PREFIX)):
+        key = name[len(_ENV_PREFIX):].lower()
+        if key not in known:
+            log.warning("environment variable %s is not a PolicyDesk setting and is ignored%s", name,
+                        _suggest(key, known))
+
+
+def _suggest(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data directory if needed and check it is a writable folder; ConfigError says what to do."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise ConfigError(f"data directory {path} is a file, not a folder: pass --data-dir (or "
+                          f"{_ENV_PREFIX}DATA_DIR) a folder") from exc
+    except OSError as exc:
+        raise ConfigError(f"data directory {path} cannot be created ({exc.strerror}): pass --data-dir (or "
+                          f"{_ENV_PREFIX}DATA_DIR) a folder you can write to") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data directory {path} is not writable: fix its permissions or pass --data-dir a "
+                          "folder you can write to")
+    return path
+
+
+def describe_os_error(exc: BaseException, data_dir: Path | None = None) -> str | None:
+    """One line for an operating-system failure an operator can fix (full disk, permissions), else None;
+    data_dir is named when the failure (e.g. from SQLite or Chroma) does not say which file it was."""
+    errno_ = getattr(exc, "errno", None)
+    where = getattr(exc, "filename", None) or data_dir
+    text = str(exc)
+    if errno_ == errno.ENOSPC or "disk is full" in text:
+        return (f"no space left on the disk{f' writing {where}' if where else ''}: free space there or point "
+                f"--data-dir ({_ENV_PREFIX}DATA_DIR) at another disk; the index being served is unchanged")
+    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly database" in text:
+        return (f"permission denied{f' on {where}' if where else ''}: make it writable or point --data-dir "
+                "at a folder you can write to")
+    return None

@@ -16,6 +16,10 @@ class DocumentError(PolicyDeskError):
         super().__init__(f"{where}: {problem}")
 
 
+class ConfigError(PolicyDeskError):
+    """A setting (policydesk.toml, a POLICYDESK_ variable, a CLI option) or the data directory is unusable."""
+
+
 class ModelIntegrityError(PolicyDeskError):
     """A bundled model or tokenizer file is missing or does not match its pinned hash."""
 

@@ -13,6 +13,18 @@ _MD_LINK_RE = re.compile(r"!?\[[^\]\n]*\]\([^)\s]*\)")  # [text](target) and ![a
 DOC_TYPES = ("sop", "help_article", "policy", "macro")
 
 
+def normalise_regions(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Region names in their canonical spelling ("eu" -> "EU"); ValueError names an unknown one."""
+    canon = {r.lower(): r for r in REGIONS}
+    out = []
+    for value in values:
+        key = str(value).strip().lower()
+        if key not in canon:
+            raise ValueError(f"unknown region {value!r}; use one of {', '.join(REGIONS)}")
+        out.append(canon[key])
+    return tuple(out)
+
+
 class Audience(str, enum.Enum):
     """Who may see a document: PUBLIC requests never see INTERNAL content."""
 

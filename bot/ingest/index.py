@@ -31,7 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from bot.ingest.chunking import Chunker
-from bot.core.config import Settings
+from bot.core.config import Settings, ensure_data_dir
 from bot.ingest.loaders import load_paths
 from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
 from bot.core.errors import IndexUnavailableError
@@ -240,8 +240,7 @@ class KnowledgeIndex:
 
     def __init__(self, settings: Settings, embedder=None):
         self.settings = settings
-        self.data_dir = Path(settings.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = ensure_data_dir(Path(settings.data_dir))
         self._embedder = embedder
         self._embedder_name = embedder_id(settings)
         self._client = None

@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.core.config import Settings
+from bot.core.config import Settings, describe_os_error, load_settings
 from bot.core.errors import PolicyDeskError
-from bot.core.models import Audience, Filters
+from bot.core.models import Audience, Filters, normalise_regions
 
 app = typer.Typer(help="PolicyDesk: grounded support-policy answers with verified citations.",
                   no_args_is_help=True, add_completion=False)
@@ -49,7 +49,7 @@ def _root(
 
 def settings() -> Settings:
     """Settings from env/TOML with the CLI's --data-dir applied."""
-    return Settings(data_dir=_state.data_dir) if _state.data_dir else Settings()
+    return load_settings(data_dir=_state.data_dir) if _state.data_dir else load_settings()
 
 
 def parse_filters(audience: str, region: list[str] | None, product: list[str] | None, as_of: str | None,
@@ -63,7 +63,11 @@ def parse_filters(audience: str, region: list[str] | None, product: list[str] | 
         when = date.fromisoformat(as_of) if as_of else None
     except ValueError:
         raise typer.BadParameter(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}")
-    return Filters(audience=aud, regions=tuple(region or ()), products=tuple(p.lower() for p in product or ()),
+    try:
+        regions = normalise_regions(region or ())
+    except ValueError as exc:
+        raise typer.BadParameter(f"--region: {exc}") from exc
+    return Filters(audience=aud, regions=regions, products=tuple(p.lower() for p in product or ()),
                    as_of=when, include_superseded=include_superseded)
 
 
@@ -370,7 +374,13 @@ def main() -> None:
     try:
         app()
     except PolicyDeskError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:  # a full disk or a permission problem surfaces from SQLite, Chroma or the OS
+        line = describe_os_error(exc, _state.data_dir)
+        if line is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
