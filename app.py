@@ -1,7 +1,8 @@
 """PolicyDesk agent console: `streamlit run app.py`.
 
-The entry point builds the per-process resources, ingests kb/ on first start (with a progress bar), then
-routes to the pages: Console (chat), Analytics, Knowledge base and Handoffs.
+The entry point signs the user in (docs/console-auth.md), builds the per-process resources, ingests kb/ on first
+start (with a progress bar), then routes to the pages the user's role includes: Console (agent), Analytics and
+Handoffs (lead), Knowledge base and Settings (admin).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from bot.core import config
 from bot.core.config import Settings
 from bot.core.errors import ConfigError
 from bot.surfaces.console import get_index, get_ingest_lock, sync_with_progress
+from bot.surfaces.console_auth import IDENTITY_KEY, resolve_identity, sign_in_page, sign_out
 
 log = logging.getLogger("policydesk.console")
 
@@ -57,22 +59,38 @@ def ensure_index(settings: Settings) -> None:
         st.session_state["first_sync_report"] = report.summary()
 
 
+PAGES = {
+    "console": ("pages/console.py", "Console", ":material/forum:"),
+    "analytics": ("pages/analytics.py", "Analytics", ":material/monitoring:"),
+    "knowledge_base": ("pages/knowledge_base.py", "Knowledge base", ":material/library_books:"),
+    "handoffs": ("pages/handoffs.py", "Handoffs", ":material/support_agent:"),
+    "settings": ("pages/settings.py", "Settings", ":material/settings:"),
+}
+
+
 def main() -> None:
-    """Build resources, make sure the index exists, and run the selected page."""
+    """Sign in, build resources, make sure the index exists, and run the selected page of the user's role."""
     st.markdown(CSS, unsafe_allow_html=True)
     settings = load_settings()
     if settings is None:
         st.stop()
+    identity = resolve_identity(settings)
+    if identity is None:
+        # Anonymous visitors get a navigation with the sign-in page only, so no page under pages/ is reachable.
+        st.session_state.pop(IDENTITY_KEY, None)
+        st.navigation([st.Page(lambda: sign_in_page(settings), title="Sign in", icon=":material/login:")]).run()
+        return
+    st.session_state[IDENTITY_KEY] = identity
     with st.sidebar:
-        st.text_input("Signed in as", value="agent", key="agent_name",
-                      help="Recorded in the audit log with each question.")
+        st.markdown(f"Signed in as **{identity.name}** ({identity.role.value})")
+        if identity.method == "loopback":
+            st.caption("No users configured: this console serves this machine (127.0.0.1) only. "
+                       "See docs/console-auth.md to add users.")
+        else:
+            st.button("Sign out", on_click=sign_out, icon=":material/logout:", key="pd_sign_out")
     ensure_index(settings)
-    pages = [
-        st.Page("pages/console.py", title="Console", icon=":material/forum:", default=True),
-        st.Page("pages/analytics.py", title="Analytics", icon=":material/monitoring:"),
-        st.Page("pages/knowledge_base.py", title="Knowledge base", icon=":material/library_books:"),
-        st.Page("pages/handoffs.py", title="Handoffs", icon=":material/support_agent:"),
-    ]
+    pages = [st.Page(path, title=title, icon=icon, default=page_id == "console")
+             for page_id, (path, title, icon) in PAGES.items() if identity.may_open(page_id)]
     st.navigation(pages).run()
 
 

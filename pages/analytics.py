@@ -9,11 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from bot.core.config import Settings
+from bot.surfaces.console_auth import require_page
 from bot.surfaces.console import get_index, get_store, user_message
 from bot.core.errors import PolicyDeskError
 
 log = logging.getLogger("policydesk.console")
 
+identity = require_page("analytics")
 settings = Settings()
 index = get_index(settings)
 store = get_store(settings)

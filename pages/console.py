@@ -30,9 +30,11 @@ from bot.surfaces.console import (
     stream_text,
     user_message,
 )
+from bot.surfaces.console_auth import require_page
 
 log = logging.getLogger("policydesk.console")
 
+identity = require_page("console")
 settings = Settings()
 index = get_index(settings)
 store = get_store(settings)
@@ -42,7 +44,7 @@ documents: dict[str, dict[str, Any]] = generation.documents if generation is not
 
 def agent() -> str:
     """Who is asking, for the audit log."""
-    return (st.session_state.get("agent_name") or "agent").strip() or "agent"
+    return identity.name  # the signed-in identity (docs/console-auth.md), never a free-text name
 
 
 def chunk_text(chunk_id: str) -> str | None:

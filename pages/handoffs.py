@@ -5,16 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from bot.core.config import Settings
+from bot.surfaces.console_auth import require_page
 from bot.surfaces.console import escape_markdown, get_store, user_message
 from bot.core.errors import PolicyDeskError
 
+identity = require_page("handoffs")
 settings = Settings()
 store = get_store(settings)
 
 
 def agent() -> str:
     """The agent acting on the queue."""
-    return (st.session_state.get("agent_name") or "agent").strip() or "agent"
+    return identity.name  # the signed-in identity (docs/console-auth.md), never a free-text name
 
 
 def move(action: str, handoff_id: int) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from bot.core.config import Settings
+from bot.surfaces.console_auth import require_page
 from bot.surfaces.console import (
     get_index,
     get_ingest_lock,
@@ -23,6 +24,7 @@ from bot.ingest.lint import lint_kb
 
 log = logging.getLogger("policydesk.console")
 
+identity = require_page("knowledge_base")
 settings = Settings()
 index = get_index(settings)
 

@@ -270,7 +270,7 @@ def test_handoffs_page_lists_the_queue_and_claims(console_env):
     at.button(key=f"ho_claim_{hid}").click()
     run(at)
     h = store.get_handoff(hid)
-    assert h.status == "claimed" and h.claimed_by == "agent"
+    assert h.status == "claimed" and h.claimed_by == "local"  # the loopback identity, not a typed name
     at.radio(key="ho_status").set_value("Claimed")
     run(at)
     at.text_input(key=f"ho_note_{hid}").input("refunded the duplicate")

@@ -32,11 +32,12 @@ QUESTION = "How many days does a user have to request a refund of unused coins?"
 
 
 @contextmanager
-def streamlit_server(data_dir: Path, kb_dir: Path, log_path: Path) -> Iterator[str]:
+def streamlit_server(data_dir: Path, kb_dir: Path, log_path: Path,
+                     extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """`streamlit run app.py` on a free 127.0.0.1 port with its own data dir; yields the base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYDESK_")}
-    env.update(POLICYDESK_DATA_DIR=str(data_dir), POLICYDESK_KB_DIR=str(kb_dir))
+    env.update(POLICYDESK_DATA_DIR=str(data_dir), POLICYDESK_KB_DIR=str(kb_dir), **(extra_env or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",

@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     handoff_webhook_url: str | None = None
     max_request_bytes: int = 64_000
 
+    # Team deployment (docs/deploy.md, docs/console-auth.md)
+    database_url: str | None = Field(
+        None, description="Store URL, e.g. postgresql+psycopg://user:pw@host/db; unset = the SQLite file in data_dir."
+    )
+    users_file: Path | None = Field(
+        None, description="Console users (roles, argon2 password hashes); unset = <data_dir>/users.json."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -175,6 +183,10 @@ class Settings(BaseSettings):
         """SQLite file for conversations, feedback, handoffs and the audit log."""
         return self.data_dir / "policydesk.sqlite3"
 
+    @property
+    def users_path(self) -> Path:
+        """JSON file of console users managed by `policydesk users`."""
+        return self.users_file or self.data_dir / "users.json"
 
 _ENV_PREFIX = "POLICYDESK_"
 

@@ -42,3 +42,7 @@ class StoreError(PolicyDeskError):
 
 class EvalSuiteError(PolicyDeskError):
     """An evaluation suite, run file or thresholds file is missing or malformed."""
+
+
+class AuthError(PolicyDeskError):
+    """A console user could not be added, removed or signed in (bad name, role, password or users file)."""

@@ -23,6 +23,8 @@ app = typer.Typer(help="PolicyDesk: grounded support-policy answers with verifie
                   no_args_is_help=True, add_completion=False)
 kb_app = typer.Typer(help="Knowledge-base maintenance.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+users_app = typer.Typer(help="Console users and roles (docs/console-auth.md).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 err = Console(stderr=True)
 
@@ -367,6 +369,58 @@ def serve(
         os.environ["POLICYDESK_DATA_DIR"] = str(_state.data_dir)
     uvicorn.run("bot.surfaces.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="User name, or e-mail address for identity-provider users."),
+    role: str = typer.Option("agent", "--role", help="agent (chat), lead (+ analytics, handoffs), "
+                             "admin (+ KB re-sync, settings)."),
+    oidc: bool = typer.Option(False, "--oidc", help="Signs in through the identity provider only: no password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin "
+                                        "(for scripts) instead of prompting."),
+) -> None:
+    """Add a console user, or change an existing user's role and password."""
+    from bot.surfaces.users import UsersFile
+
+    password: str | None = None
+    if not oidc:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    s = settings()
+    user = UsersFile(s.users_path).add(name, role, password)
+    console.print(f"{user.name}: role {user.role.value}, signs in with {user.method} ({s.users_path}).",
+                  highlight=False)
+
+
+@users_app.command("remove")
+def users_remove(name: str = typer.Argument(..., help="User name or e-mail address.")) -> None:
+    """Remove a console user; their open console sessions lose access on their next click."""
+    from bot.surfaces.users import UsersFile
+
+    s = settings()
+    if not UsersFile(s.users_path).remove(name):
+        err.print(f"[red]error:[/red] no user {name!r} in {s.users_path}.", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"Removed {name}.", highlight=False)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List console users with their role and how they sign in."""
+    from bot.surfaces.users import UsersFile
+
+    s = settings()
+    users = UsersFile(s.users_path).load()
+    if not users:
+        console.print(f"No users in {s.users_path}: the console serves 127.0.0.1 only.", highlight=False)
+        return
+    table = Table("user", "role", "signs in with")
+    for u in users.values():
+        table.add_row(escape(u.name), u.role.value, u.method)
+    console.print(table)
 
 
 def main() -> None:
