@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from bot.core.config import Settings
-from bot.surfaces.console_auth import require_page
-from bot.surfaces.console import get_index, get_store, user_message
 from bot.core.errors import PolicyDeskError
+from bot.surfaces.console import get_index, get_store, user_message
+from bot.surfaces.console_auth import require_page
 
 log = logging.getLogger("policydesk.console")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from bot.core.config import Settings
-from bot.surfaces.console_auth import require_page
-from bot.surfaces.console import escape_markdown, get_store, user_message
 from bot.core.errors import PolicyDeskError
+from bot.surfaces.console import escape_markdown, get_store, user_message
+from bot.surfaces.console_auth import require_page
 
 identity = require_page("handoffs")
 settings = Settings()

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from bot.core.config import Settings
-from bot.surfaces.console_auth import require_page
+from bot.ingest.lint import lint_kb
 from bot.surfaces.console import (
     get_index,
     get_ingest_lock,
@@ -20,7 +20,7 @@ from bot.surfaces.console import (
     unindexed_lint_rows,
     user_message,
 )
-from bot.ingest.lint import lint_kb
+from bot.surfaces.console_auth import require_page
 
 log = logging.getLogger("policydesk.console")
 

@@ -7,8 +7,8 @@ import streamlit as st
 
 from bot.core.config import Settings
 from bot.surfaces.console_auth import oidc_providers, require_page
-from bot.surfaces.users import UsersFile
 from bot.surfaces.settings_view import settings_rows
+from bot.surfaces.users import UsersFile
 
 identity = require_page("settings")
 settings = Settings()

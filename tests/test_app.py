@@ -23,7 +23,8 @@ TIMEOUT = 300  # generous: the first run loads the embedder and the index on a 2
 # Settings the console must not inherit from the developer's shell.
 _ENV = ("POLICYDESK_DATA_DIR", "POLICYDESK_KB_DIR", "POLICYDESK_COMPOSER", "POLICYDESK_OPENAI_API_KEY",
         "POLICYDESK_CHAT_MODEL",
-        "POLICYDESK_OPENAI_BASE_URL", "POLICYDESK_CHROMA_HOST", "POLICYDESK_MAX_QUESTION_CHARS")
+        "POLICYDESK_OPENAI_BASE_URL", "POLICYDESK_CHROMA_HOST", "POLICYDESK_MAX_QUESTION_CHARS",
+        "POLICYDESK_USERS_FILE", "POLICYDESK_DATABASE_URL")
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import APP, ROOT, TIMEOUT, _ENV, assistant_messages, run
+from test_app import _ENV, APP, ROOT, TIMEOUT, assistant_messages, run
 
 from bot.core.config import Settings
 from bot.core.errors import AuthError
@@ -135,7 +135,7 @@ def test_admin_sees_the_settings_page_with_users(team_env):
     at.switch_page("pages/settings.py")
     run(at)
     assert at.title[0].value == "Settings"
-    users = [df.value for df in at.dataframe if "role" in df.value.columns][0]
+    users = next(df.value for df in at.dataframe if "role" in df.value.columns)
     assert dict(zip(users["user"], users["role"])) == {"ada": "admin", "alice": "agent", "lena": "lead"}
 
 

@@ -103,19 +103,19 @@ def test_without_users_a_proxied_browser_is_refused(tmp_path, kb_settings, kb_in
     from playwright.sync_api import expect, sync_playwright
 
     data = copy_data(kb_settings, tmp_path / "data")
-    with streamlit_server(data, kb_settings.kb_dir, tmp_path / "streamlit.log",
-                          extra_env={"POLICYDESK_USERS_FILE": str(tmp_path / "absent.json")}) as url:
-        with sync_playwright() as p:
-            browser = launch(p, chromium_path)
-            try:
-                local = browser.new_page()
-                local.goto(url)
-                local.locator(CHAT_INPUT).wait_for(timeout=120_000)
-                expect(local.get_by_text("Signed in as local")).to_be_visible()
-                # The same browser arriving through a reverse proxy (X-Forwarded-For) is someone else's machine.
-                proxied = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"}).new_page()
-                proxied.goto(url)
-                expect(proxied.get_by_text("has no users configured")).to_be_visible(timeout=60_000)
-                assert proxied.locator(CHAT_INPUT).count() == 0
-            finally:
-                browser.close()
+    env = {"POLICYDESK_USERS_FILE": str(tmp_path / "absent.json")}
+    with streamlit_server(data, kb_settings.kb_dir, tmp_path / "streamlit.log", extra_env=env) as url, \
+            sync_playwright() as p:
+        browser = launch(p, chromium_path)
+        try:
+            local = browser.new_page()
+            local.goto(url)
+            local.locator(CHAT_INPUT).wait_for(timeout=120_000)
+            expect(local.get_by_text("Signed in as local")).to_be_visible()
+            # The same browser arriving through a reverse proxy (X-Forwarded-For) is someone else's machine.
+            proxied = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"}).new_page()
+            proxied.goto(url)
+            expect(proxied.get_by_text("has no users configured")).to_be_visible(timeout=60_000)
+            assert proxied.locator(CHAT_INPUT).count() == 0
+        finally:
+            browser.close()
