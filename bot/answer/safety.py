@@ -12,6 +12,11 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn as stdnum_luhn
+from stdnum.us import ssn as stdnum_ssn
+
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError
 
@@ -101,67 +106,111 @@ def trim_history(history: Sequence[dict[str, str]] | None, settings: Settings) -
 # ---- PII redaction -------------------------------------------------------------------------------------
 
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
-_IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
-_CARD_RE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# "jane.doe (at) example (dot) com", "jane [at] example.com": the at must be bracketed or the dot spelled out, so
+# "meet at home" stays as written
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+_OBFUSCATED_EMAIL_RE = re.compile(rf"\b[\w.+\-]+{_AT}[\w\-]+(?:{_DOT}[\w\-]+)+\b", re.IGNORECASE)
+# Candidates only: every IBAN, card and SSN candidate is confirmed by python-stdnum's checksum rules below.
+_IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b", re.IGNORECASE)
+_CARD_RE = re.compile(r"(?<![\d.-])(?:\d[ .-]?){12,18}\d(?![\d-]|\.\d)")
+# What people type next to a card: its security code and expiry. Within this many characters after [CARD],
+# a MM/YY date and a lone 3-4 digit number are the card's too.
+_CARD_TAIL_CHARS = 40
+_CVV_RE = re.compile(r"\b(?:cvv2?|cvc2?|csc|cid|security code)\W{0,3}\d{3,4}\b", re.IGNORECASE)
+_EXPIRY_RE = re.compile(r"\b(?:0[1-9]|1[0-2])\s?/\s?(?:\d{2}|20\d{2})\b")
+_CVV_NEAR_RE = re.compile(r"(?<![\d/.,-])\b\d{3,4}\b(?![/.,]\d)")
 _SSN_RE = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
+_BARE_SSN_RE = re.compile(r"(?<![\w.,/-])\d{9}(?![\w-]|[.,/]\d)")
 _NINO_RE = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _IPV4_RE = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
 _IPV6_RE = re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}\b")
-# international or national phone numbers: 7-15 digits with the usual separators; dates are excluded below
+# Phone numbers are found by Google's libphonenumber (phonenumbers): numbers valid in the numbering plan of any
+# of these countries, written nationally ("030/12345678") or internationally. They are where the KB's regions
+# (EU, UK, US) have most users; an international "+CC" number is recognised whatever the country.
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "IE")
+# Numbers shaped like a phone number that no plan validates (e.g. the fictional "(555) 123-4567"): 7-15 digits
+# with the usual separators; dates are excluded below.
 _PHONE_RE = re.compile(r"(?<![\w+\-/])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}(?!\w)")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}$")
 
 
 def luhn_ok(digits: str) -> bool:
-    """Whether a digit string passes the Luhn checksum used by payment cards."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    """Whether a digit string passes the Luhn checksum used by payment cards (python-stdnum)."""
+    return stdnum_luhn.is_valid(digits)
 
 
 def iban_ok(candidate: str) -> bool:
-    """Whether a string is a valid IBAN (ISO 13616 mod-97 check)."""
-    s = candidate.replace(" ", "")
-    if not 15 <= len(s) <= 34:
-        return False
-    moved = s[4:] + s[:4]
-    try:
-        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
-    except ValueError:
-        return False
+    """Whether a string is a valid IBAN: country format and ISO 13616 mod-97 check (python-stdnum)."""
+    return stdnum_iban.is_valid(candidate)
 
 
 def redact_pii(text: str) -> str:
-    """Replace emails, phone numbers, payment cards (Luhn), IBANs, IP addresses and national ids with tags."""
+    """Replace emails, phone numbers, payment cards (with their CVV and expiry), IBANs, IP addresses and
+    national ids with tags. Street addresses are not recognised (docs/privacy.md)."""
     if not text:
         return text
     text = _EMAIL_RE.sub("[EMAIL]", text)
+    text = _OBFUSCATED_EMAIL_RE.sub(_obfuscated_email, text)
     text = _IBAN_RE.sub(lambda m: "[IBAN]" if iban_ok(m.group()) else m.group(), text)
-
-    def card(m: re.Match) -> str:
-        digits = re.sub(r"\D", "", m.group())
-        return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group()
-
-    text = _CARD_RE.sub(card, text)
+    text = _CARD_RE.sub(_card, text)
+    text = _card_tails(text)
     text = _SSN_RE.sub("[NATIONAL_ID]", text)
+    text = _BARE_SSN_RE.sub(lambda m: "[NATIONAL_ID]" if stdnum_ssn.is_valid(m.group()) else m.group(), text)
     text = _NINO_RE.sub("[NATIONAL_ID]", text)
     text = _IPV4_RE.sub("[IP]", text)
     text = _IPV6_RE.sub(lambda m: "[IP]" if m.group().count(":") >= 2 else m.group(), text)
+    text = _redact_phones(text)
+    return _PHONE_RE.sub(_phone_shaped, text)
 
-    def phone(m: re.Match) -> str:
-        s = m.group()
-        digits = re.sub(r"\D", "", s)
-        if not 7 <= len(digits) <= 15 or _DATE_RE.match(s.strip()):
-            return s
-        if not re.search(r"[\s.\-()+]", s) and not s.startswith("+") and len(digits) < 10:
-            return s  # a bare short number (an amount, an order count) is not a phone number
-        return "[PHONE]"
 
-    return _PHONE_RE.sub(phone, text)
+def _obfuscated_email(m: re.Match) -> str:
+    s = m.group()
+    spelled = re.search(r"[(\[{<]\s*at\s*[)\]}>]", s, re.IGNORECASE) or re.search(r"\bdot\b", s, re.IGNORECASE)
+    return "[EMAIL]" if spelled else s
+
+
+def _card(m: re.Match) -> str:
+    digits = re.sub(r"\D", "", m.group())
+    return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group()
+
+
+def _card_tails(text: str) -> str:
+    """Security codes anywhere, and the expiry and code typed right after a redacted card."""
+    text = _CVV_RE.sub("[CARD_CVV]", text)
+    out: list[str] = []
+    pos = 0
+    for m in re.finditer(re.escape("[CARD]"), text):
+        tail_end = min(len(text), m.end() + _CARD_TAIL_CHARS)
+        out.append(text[pos:m.end()])
+        tail = _EXPIRY_RE.sub("[CARD_EXPIRY]", text[m.end():tail_end])
+        out.append(_CVV_NEAR_RE.sub("[CARD_CVV]", tail))
+        pos = tail_end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _redact_phones(text: str) -> str:
+    if sum(ch.isdigit() for ch in text) < 7:  # no phone number plan has shorter subscriber numbers
+        return text
+    spans: set[tuple[int, int]] = set()
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+            spans.add((match.start, match.end))
+    for start, end in sorted(spans, reverse=True):  # right to left, so earlier offsets stay right
+        if not text[start:end].startswith("[") and "[PHONE]" not in text[start:end]:
+            text = text[:start] + "[PHONE]" + text[end:]
+    return text
+
+
+def _phone_shaped(m: re.Match) -> str:
+    s = m.group()
+    digits = re.sub(r"\D", "", s)
+    if not 7 <= len(digits) <= 15 or _DATE_RE.match(s.strip()):
+        return s
+    if not re.search(r"[\s.\-()+]", s) and not s.startswith("+") and len(digits) < 10:
+        return s  # a bare short number (an amount, an order count) is not a phone number
+    return "[PHONE]"
 
 
 def redact_history(history: Sequence[dict[str, str]] | None) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -233,8 +234,13 @@ class Store:
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte: the store holds (redacted) conversations and transcripts. SQLite
+            # gives its -wal and -shm files the main file's mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)
         except OSError as exc:
-            raise StoreError(f"Cannot create the folder for the store {self.path}: {exc}") from exc
+            raise StoreError(f"Cannot create the store {self.path}: {exc.strerror}; make its folder writable or "
+                             "point --data-dir (POLICYDESK_DATA_DIR) elsewhere") from exc
         self.migrate()
 
     # ---- plumbing ------------------------------------------------------------------------------------------
