@@ -4,14 +4,16 @@ Usage:
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit            # fit, print WEIGHTS + sweep
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit --current  # sweep the shipped weights
 
-Every case of eval/suites/kb_agent.jsonl and kb_public.jsonl is asked through the real chain (kb/ ingested into
+Every case of the FIT halves of eval/suites/kb_agent.jsonl and kb_public.jsonl (bot/evaluation/split.py) is asked through the real chain (kb/ ingested into
 --data-dir on first use) with refusal switched off, and the six features of each answer are recorded; label =
 the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
-features, so no extra dependency) is fitted on both suites together and printed in raw feature units, ready to
-paste into bot/answer/assess.py. Also printed: 5-fold cross-validated ROC AUC, per-suite AUC, and the share
-refused at each threshold, with the highest threshold that still answers at least --answer-rate of the
-answerable cases of each suite (how Settings.refusal_threshold was chosen). The third-party corpora are not used
-here: benchmarks/answer_quality.py measures the result on them.
+features, so no extra dependency) is fitted on both fit halves together and printed in raw feature units, ready to
+paste into bot/answer/assess.py. Also printed: 5-fold cross-validated ROC AUC on the fit halves, ROC AUC on
+the CHECK halves (never fitted on), and the share refused at each threshold on the fit halves, with the highest
+threshold that still answers at least --answer-rate of the answerable fit cases of each suite (how
+Settings.refusal_threshold was chosen) and the highest threshold refusing at most --caution-refuse of kb_agent's
+answerable fit cases (Settings.caution_threshold: agents between the two get `caution`). ../shared/eval-dev is
+never used here; the third-party corpora are not used either: benchmarks/answer_quality.py measures the result on them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot.answer import assess
 from bot.answer.service import AnswerService, Turn
 from bot.core.config import Settings
 from bot.evaluation.runner import load_suite
+from bot.evaluation.split import select
 from bot.answer.safety import trim_history
 from bot.ingest.index import KnowledgeIndex
 
@@ -36,10 +39,10 @@ SUITES = [ROOT / "eval" / "suites" / "kb_agent.jsonl", ROOT / "eval" / "suites" 
 NAMES = list(assess.Features.__dataclass_fields__)
 
 
-def collect(service: AnswerService, suite: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows and labels (1 = answerable) of every case of a suite that reaches the scorer."""
+def collect(service: AnswerService, suite: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and labels (1 = answerable) of every case of one half of a suite that reaches the scorer."""
     rows, labels = [], []
-    for case in load_suite(suite):
+    for case in select(load_suite(suite), split):
         history = trim_history(list(case.history), service.settings)
         turn = service.chain.invoke(Turn(case.question, history, case.filters, "extractive"))
         if turn.answerability is None:  # small talk or nothing visible: refused before any scoring
@@ -83,6 +86,8 @@ def main() -> None:
     p.add_argument("--l2", type=float, default=0.01)
     p.add_argument("--answer-rate", type=float, default=0.93,
                    help="Answer at least this share of each suite's answerable cases (threshold choice).")
+    p.add_argument("--caution-refuse", type=float, default=0.02,
+                   help="Agents: refuse at most this share of kb_agent's answerable fit cases (caution threshold).")
     p.add_argument("--current", action="store_true", help="Score with the shipped weights instead of refitting.")
     a = p.parse_args()
 
@@ -92,7 +97,8 @@ def main() -> None:
         index.sync([a.kb])
     service = AnswerService(settings, index)
     service.warm()
-    data = {s.stem: collect(service, s) for s in SUITES}
+    data = {s.stem: collect(service, s, "fit") for s in SUITES}
+    check = {s.stem: collect(service, s, "check") for s in SUITES}
     x = np.concatenate([d[0] for d in data.values()])
     y = np.concatenate([d[1] for d in data.values()])
 
@@ -117,10 +123,11 @@ def main() -> None:
         print(f"INTERCEPT = {b:.3f}\n")
 
     scores = {k: 1.0 / (1.0 + np.exp(-(d[0] @ w + b))) for k, d in data.items()}
-    for k, d in data.items():
-        print(f"{k}: {int(d[1].sum())} answerable / {int((d[1] == 0).sum())} unanswerable, ROC AUC "
-              f"{auc(scores[k], d[1]):.3f}")
-    print("\nshare refused (answerable / unanswerable) by threshold:")
+    for half, dd in (("fit", data), ("check", check)):
+        for k, d in dd.items():
+            print(f"{k} {half} half: {int(d[1].sum())} answerable / {int((d[1] == 0).sum())} unanswerable, "
+                  f"ROC AUC {auc(d[0] @ w + b, d[1]):.3f}")
+    print("\nfit halves: share refused (answerable / unanswerable) by threshold:")
     print("threshold  " + "  ".join(f"{k:>22s}" for k in data))
     for t in np.arange(0.20, 0.72, 0.02):
         cells = []
@@ -131,7 +138,13 @@ def main() -> None:
     # highest threshold (2 decimals) at which every suite still answers --answer-rate of its answerable cases
     best = max((t / 100 for t in range(100) if all(
         np.mean(scores[k][d[1] == 1] >= t / 100) >= a.answer_rate for k, d in data.items())), default=0.0)
-    print(f"\nhighest threshold answering >= {a.answer_rate:.2f} of each suite's answerable cases: {best:.2f}")
+    print(f"\nhighest threshold answering >= {a.answer_rate:.2f} of each suite's answerable cases: {best:.2f}"
+          "  -> Settings.refusal_threshold")
+    # agents between the two thresholds get `caution`; below the lower one they are refused
+    agent = scores["kb_agent"][data["kb_agent"][1] == 1]
+    caution = max((t / 100 for t in range(100) if np.mean(agent < t / 100) <= a.caution_refuse), default=0.0)
+    print(f"highest threshold refusing <= {a.caution_refuse:.2f} of kb_agent's answerable fit cases: "
+          f"{min(caution, best):.2f}  -> Settings.caution_threshold")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from bot.surfaces.console import (
     get_index,
     get_service,
     get_store,
+    outcome_marker,
     product_choices,
     stream_text,
     user_message,
@@ -123,6 +124,9 @@ def render_answer(turn: dict[str, Any], turn_index: int) -> None:
     notice = composer_notice(a, settings)
     if notice:
         st.warning(notice, icon=":material/cloud_off:")
+    marker = outcome_marker(a)
+    if marker:  # caution: relevant guidance, but the exact detail asked for is not in the knowledge base
+        st.warning(f"**{marker}**", icon=":material/help:")
     st.markdown(answer_markdown(a.text) or "_(no answer text)_")
     if a.refused:
         st.caption(f"No confident answer from the knowledge base ({a.refusal_reason or 'low confidence'}).")

@@ -136,7 +136,12 @@ def test_refusal_thresholds_come_from_settings_per_audience(fixture_settings, fi
     assert not strict.ask("How do I ask for a coin refund?", [], INTERNAL).refused
     same = AnswerService(fixture_settings.model_copy(
         update={"refusal_threshold": 1.0, "refusal_threshold_internal": None}), fixture_index)
-    assert same.ask("How do I ask for a coin refund?", [], INTERNAL).refused
+    # agents below the answer threshold but above the caution threshold get closest guidance, marked caution
+    assert same.ask("How do I ask for a coin refund?", [], INTERNAL).outcome == "caution"
+    none = AnswerService(fixture_settings.model_copy(
+        update={"refusal_threshold": 1.0, "refusal_threshold_internal": None, "caution_threshold": 1.0}),
+        fixture_index)
+    assert none.ask("How do I ask for a coin refund?", [], INTERNAL).refused
 
 
 # ---- safety -----------------------------------------------------------------------------------------------

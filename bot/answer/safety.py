@@ -254,6 +254,18 @@ _CRISIS_RE = re.compile(
 CRISIS_QUERY = "thoughts of suicide or self-harm, immediate danger, emergency services, crisis helpline"
 
 
+# a request for a person, in plain English: a verb of contact near a word for a person, or such a word alone
+_PERSON_RE = re.compile(
+    r"\b(talk|speak|chat|connect|transfer|put) (me )?(to|with|through to)( an?| the| some| your)? ?"
+    r"(real |live |actual )?(human|person|agent|someone|somebody|representative|operator|staff|support team)\b|"
+    r"^\W*(an? )?(real |live )?(human|person|agent|representative|operator)( please)?\W*$", re.IGNORECASE)
+
+
+def asks_for_person(text: str) -> bool:
+    """True when the message asks to be put through to a person rather than asking a policy question."""
+    return bool(_PERSON_RE.search(text or ""))
+
+
 def crisis_signal(text: str) -> bool:
     """Whether a message says someone may be at risk of harming themselves or is in immediate danger."""
     return bool(_CRISIS_RE.search(text or ""))

@@ -25,6 +25,14 @@ import numpy as np
 from langchain_core.runnables import RunnableLambda
 
 from bot.answer import assess
+from bot.answer.assess import (  # re-exported: surfaces and tests name refusal reasons from here
+    HANDOFF_REQUESTED,
+    REFUSAL_BLOCKED,
+    REFUSAL_LOW_CONFIDENCE,
+    REFUSAL_NO_SOURCES,
+    REFUSAL_NO_SUPPORT,
+    REFUSAL_NOT_A_QUESTION,
+)
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
 from bot.answer.condense import (
@@ -35,7 +43,7 @@ from bot.answer.condense import (
     describe_decision,
 )
 from bot.answer.extractive import ExtractiveComposer
-from bot.answer.safety import CRISIS_QUERY, crisis_signal, redact_pii, validate_question
+from bot.answer.safety import CRISIS_QUERY, asks_for_person, crisis_signal, redact_pii, validate_question
 from bot.answer.verify import CitationVerifier, Verified
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
@@ -43,18 +51,12 @@ from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Escalation, Filters, ScoredChunk
 from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.text import analyze
-from bot.core.units import region_conflict
+from bot.core.units import clean_display, region_conflict
 from bot.ingest.index import KnowledgeIndex
 from bot.search.intent import region_hints
 from bot.search.retrieval import HybridSearcher
 
 log = logging.getLogger(__name__)
-
-REFUSAL_LOW_CONFIDENCE = "low_retrieval_confidence"
-REFUSAL_NO_SUPPORT = "no_supported_answer"
-REFUSAL_NO_SOURCES = "no_matching_documents"
-REFUSAL_BLOCKED = "blocked_internal_source"
-REFUSAL_NOT_A_QUESTION = "not_a_question"
 
 # greetings and thanks carry no question; answering them from the KB would cite something at random
 _SMALL_TALK_RE = re.compile(
@@ -72,7 +74,10 @@ REFUSAL_DETAIL = {
     REFUSAL_NO_SOURCES: "no document is visible under the requester's filters",
     REFUSAL_BLOCKED: "the only sources were not cleared for public answers",
     REFUSAL_NOT_A_QUESTION: "the message is a greeting or thanks, not a question",
+    HANDOFF_REQUESTED: "the requester asked for a person",
 }
+HANDOFF_TEXT = "Of course: you can talk to a person on our support team."
+CAUTION_LEAD = "Not confirmed: the knowledge base does not state {missing}. Closest guidance:"
 
 
 # ---- stage objects -------------------------------------------------------------------------------------
@@ -239,8 +244,8 @@ def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: d
     tm = _TEAM_TO_RE.search(line)
     team = (info.team if info else "") or (om.group(1).strip() if om else "") or (
         tm.group(1).strip() if tm else "") or owner
-    reason = re.sub(r"^\s*(?:[-*]|\d+[.)])\s*", "", line).strip()
-    reason = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", reason)
+    # the reason in words: the line without its list marker, link targets or backticks
+    reason = clean_display(re.sub(r"^\s*(?:[-*]|\d+[.)])\s*", "", line))
     return Escalation(team=team, queue=queue_name, priority=priority or (info.default_priority if info else ""),
                       source_doc_id=doc_id, reason=f"{reason_prefix}{reason}")
 
@@ -319,9 +324,15 @@ class AnswerService:
             return internal
         return self.settings.refusal_threshold
 
-    def _turn_threshold(self, turn: Turn) -> float:
-        # a crisis message gets the closest safety content even when the match is weak: a refusal helps no one
-        return 0.0 if turn.crisis else self.threshold(turn.filters)
+    def _floor(self, turn: Turn) -> float:
+        """Below this score composing is skipped: the refusal floor (agents: the caution threshold); a crisis
+        message gets the closest safety content even when the match is weak, so it has no floor."""
+        if turn.crisis:
+            return 0.0
+        answer = self.threshold(turn.filters)
+        if turn.filters.audience is Audience.INTERNAL:
+            return min(answer, self.settings.caution_threshold)
+        return answer
 
     # stages ------------------------------------------------------------------------------------------
     def _timed(self, turn: Turn, stage: str, started: float) -> None:
@@ -374,7 +385,7 @@ class AnswerService:
     def _compose(self, turn: Turn) -> Turn:
         t = time.perf_counter()
         r = turn.retrieved
-        if not r.sources or _SMALL_TALK_RE.match(turn.question):
+        if not r.sources or _SMALL_TALK_RE.match(turn.question) or self._person_requested(turn):
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)  # refused before composing
             self._timed(turn, "compose", t)
             return turn
@@ -393,7 +404,7 @@ class AnswerService:
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights())
         r.confidence = assess.score(turn.answerability)
-        if r.confidence < self._turn_threshold(turn):
+        if r.confidence < self._floor(turn):
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)
         elif turn.composer == "extractive":
             turn.draft = evidence
@@ -441,29 +452,48 @@ class AnswerService:
         return turn
 
     # assembling the Answer ---------------------------------------------------------------------------
+    def _person_requested(self, turn: Turn) -> bool:
+        # an agent asking how a user reaches a person asks a policy question; only the public is put through
+        return turn.filters.audience is Audience.PUBLIC and asks_for_person(turn.question)
+
+    def assess(self, turn: Turn) -> assess.Assessment:
+        """The turn's outcome (answered | caution | refused), decided once by bot/answer/assess.py decide()."""
+        r, v, d = turn.retrieved, turn.verified, turn.draft
+        internal = turn.filters.audience is Audience.INTERNAL
+        evidence = [x.text for x in d.sentences] if d and d.sentences else []
+        return assess.decide(assess.Signals(
+            internal=internal, confidence=float(r.confidence), answer_threshold=self.threshold(turn.filters),
+            caution_threshold=min(self.threshold(turn.filters), self.settings.caution_threshold),
+            missing=assess.missing_kind(turn.question, evidence), crisis=turn.crisis,
+            person_requested=self._person_requested(turn), small_talk=bool(_SMALL_TALK_RE.match(turn.question)),
+            has_sources=bool(r.sources), blocked=v.blocked, supported=not d.no_answer and bool(v.sentences)))
+
     def _answer(self, turn: Turn, started: float) -> Answer:
         r, v, d = turn.retrieved, turn.verified, turn.draft
         audience = turn.filters.audience
-        reason = ""
-        if _SMALL_TALK_RE.match(turn.question):
-            reason = REFUSAL_NOT_A_QUESTION
-        elif not r.sources:
-            reason = REFUSAL_NO_SOURCES
-        elif r.confidence < self._turn_threshold(turn):
-            reason = REFUSAL_LOW_CONFIDENCE
-        elif v.blocked:
-            reason = REFUSAL_BLOCKED
-        elif d.no_answer or not v.sentences:
-            reason = REFUSAL_NO_SUPPORT
+        a = self.assess(turn)
+        reason = a.reason
+        refused = a.outcome == assess.REFUSED
+        if not refused:
+            text = v.text
+            if a.outcome == assess.CAUTION:
+                text = f"{CAUTION_LEAD.format(missing=a.missing)}\n{text}"
+        elif reason == REFUSAL_NOT_A_QUESTION:
+            text = NOT_A_QUESTION_TEXT
+        elif reason == HANDOFF_REQUESTED:
+            text = HANDOFF_TEXT
+        else:
+            text = REFUSAL_TEXT[audience.value]
         gen = self.index.generation()
         answer = Answer(
             question=turn.question,
-            text=v.text if not reason else (NOT_A_QUESTION_TEXT if reason == REFUSAL_NOT_A_QUESTION
-                                            else REFUSAL_TEXT[audience.value]),
-            citations=v.citations if not reason else [],
-            refused=bool(reason),
+            text=text,
+            citations=v.citations if not refused else [],
+            refused=refused,
             refusal_reason=f"{reason}: {REFUSAL_DETAIL[reason]}" if reason else "",
             confidence=round(float(r.confidence), 4),
+            outcome=a.outcome,
+            handoff_offered=a.handoff,
             composer=d.composer or turn.composer,
             standalone_question=turn.condensed.standalone,
             turn_decision=describe_decision(turn.condensed),
@@ -471,13 +501,13 @@ class AnswerService:
             unsupported_removed=v.removed,
             fallback_reason=turn.fallback_reason,
         )
-        if reason == REFUSAL_NOT_A_QUESTION:
-            pass
-        elif reason:
+        if refused and reason not in (REFUSAL_NOT_A_QUESTION, HANDOFF_REQUESTED):
             answer.related = self._related(r.sources, audience)
             if answer.related:
                 titles = "; ".join(x["title"] for x in answer.related)
                 answer.text += f" Related articles: {titles}."
+            if a.handoff:
+                answer.text += " You can ask to talk to a person on our support team."
         if audience is Audience.INTERNAL and gen is not None:
             cited = [c.doc_id for c in answer.citations]
             if cited:
@@ -487,15 +517,10 @@ class AnswerService:
                 answer.escalation = find_escalation(gen, answer.retrieved_doc_ids[:3], turn.question,
                                                     self.queues(gen), reason_prefix="Closest SOP: ",
                                                     profile=self.profile)
-        elif reason and reason != REFUSAL_NOT_A_QUESTION:
-            answer.handoff_offered = True
-            answer.text += " You can ask to talk to a person on our support team."
-        elif turn.crisis:  # answered, and a person is offered as well
-            answer.handoff_offered = True
         turn.timings["total"] = time.perf_counter() - started
         answer.timings = {k: round(v_, 6) for k, v_ in turn.timings.items()}
-        log.info("answered %r refused=%s reason=%s confidence=%.3f composer=%s",
-                 redact_pii(turn.question)[:200], answer.refused, reason, answer.confidence, answer.composer)
+        log.info("answered %r outcome=%s reason=%s confidence=%.3f composer=%s",
+                 redact_pii(turn.question)[:200], answer.outcome, reason, answer.confidence, answer.composer)
         return answer
 
     def _related(self, sources: list[Source], audience: Audience) -> list[dict[str, str]]:

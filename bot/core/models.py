@@ -189,9 +189,10 @@ class Answer:
     question: str
     text: str
     citations: list[Citation] = field(default_factory=list)
-    refused: bool = False
+    refused: bool = False  # kept for compatibility: outcome == "refused"
     refusal_reason: str = ""
     confidence: float = 0.0
+    outcome: str = "answered"  # answered | caution (agents: closest guidance, not confirmed) | refused
     escalation: Escalation | None = None
     handoff_offered: bool = False
     related: list[dict[str, str]] = field(default_factory=list)  # closest articles when refusing

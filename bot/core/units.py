@@ -20,6 +20,14 @@ _HEADING_RE = re.compile(r"^\s*#{1,6}\s+")
 _LINK_RE = re.compile(r"\[([^\]\n]+)\]\((?:[^)\s]+)\)")
 _EMPH_RE = re.compile(r"(\*\*|__)(.+?)\1")
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# residue of converted web pages and Markdown that an answer must not show (general text hygiene, no KB words):
+_CODE_RE = re.compile(r"`([^`\n]+)`")  # inline code: the name stays, the backticks go
+_REF_RESIDUE_RE = re.compile(r"\s*\[\s*\d{0,3}\s*\](?!\()")  # "see a sample [1]", "[4 ]", "[ ]": dead link numbers
+_SPACE_PUNCT_RE = re.compile(r"(?<=\w)\s+([,.;:!?])(?=\s|$)")  # "However , it" (tokenised text)
+_LOST_APOSTROPHE_RE = re.compile(r"\b(don|doesn|didn|can|isn|won|aren|wasn|weren|couldn|shouldn|wouldn|haven|"
+                                 r"hasn|hadn|mustn) t\b", re.IGNORECASE)  # "don t" where a converter dropped it
+_INLINE_PIPE_RE = re.compile(r"\s*\|\s*")  # a table or navigation bar flattened into one line
+_INLINE_BULLET_RE = re.compile(r"(^|(?<=[.:;!?]))\s*[*•]\s+")  # a list marker left inside a sentence
 # a sentence ends at . ! ? (optionally closed by a quote or bracket) followed by space and an opening character
 _BOUNDARY_RE = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[A-Z0-9\"'“‘(\[]|v\d)")  # "v2.0 ..." starts a sentence
 # what a unit states about time: a duration or deadline ("within one month", "end of the following business
@@ -61,10 +69,18 @@ class Unit:
 
 
 def clean_display(text: str) -> str:
-    """Markdown link targets, emphasis markers and <br> removed; whitespace collapsed."""
+    """Text as an answer shows it: Markdown link targets, emphasis, inline-code backticks, <br>, table pipes,
+    stray bullets and dead link numbers ("[3 ]") removed, tokeniser spacing ("However , it", "don t") repaired,
+    whitespace collapsed. The citation keeps the exact source span; only the shown text is cleaned."""
     text = _BR_RE.sub(" ", text)
     text = _LINK_RE.sub(r"\1", text)
     text = _EMPH_RE.sub(r"\2", text)
+    text = _CODE_RE.sub(r"\1", text)
+    text = _REF_RESIDUE_RE.sub("", text)
+    text = _INLINE_PIPE_RE.sub("; ", text.strip().strip("|"))
+    text = _INLINE_BULLET_RE.sub(" ", text)
+    text = _LOST_APOSTROPHE_RE.sub(lambda m: m.group(1) + "'t", text)
+    text = _SPACE_PUNCT_RE.sub(r"\1", text)
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -22,6 +22,11 @@ METRICS: list[tuple[str, str, bool, bool]] = [
     ("refusal_precision", "Refusal precision", True, True),
     ("refusal_recall", "Refusal recall", True, True),
     ("answer_rate", "Answer rate (answerable)", True, True),
+    ("answered_rate", "Outcome answered (all)", True, True),
+    ("caution_rate", "Outcome caution (all)", False, True),
+    ("answered_on_answerable", "Answered (answerable)", True, True),
+    ("caution_on_answerable", "Caution (answerable)", False, True),
+    ("refused_or_caution_on_unanswerable", "Refused or caution (unanswerable)", True, True),
     ("leaks", "Leaks (must be 0)", False, False),
     ("latency_p50_ms", "Latency p50 (ms)", False, False),
     ("latency_p95_ms", "Latency p95 (ms)", False, False),
@@ -34,6 +39,8 @@ TAG_METRICS = [
     ("faithfulness", "faithful"),
     ("refusal_recall", "refusal recall"),
     ("answer_rate", "answer rate"),
+    ("answered_on_answerable", "answered"),
+    ("caution_rate", "caution"),
 ]
 REGRESSION_EPS = 0.005  # share metrics: smaller moves are noise from rounding
 LATENCY_REGRESSION = 1.25  # latency counts as a regression when 25% slower

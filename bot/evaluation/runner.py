@@ -604,12 +604,35 @@ def aggregate(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if should_answer and answered_mode
         else None
     )
+    out.update(outcome_rates(ok, should_answer, expected) if answered_mode else {})
     out["leaks"] = sum(x.get("leaks", 0) for x in m) if answered_mode else None
     lat = [c["latency_ms"] for c in ok if c.get("latency_ms") is not None]
     out["latency_p50_ms"] = percentile(lat, 50)
     out["latency_p95_ms"] = percentile(lat, 95)
     out["failed_cases"] = sum(bool(c.get("failures")) for c in cases)
     return out
+
+
+def case_outcome(record: dict[str, Any]) -> str:
+    """answered | caution | refused of a case record (runs written before `outcome` existed: from `refused`)."""
+    return record.get("outcome") or ("refused" if record.get("refused") else "answered")
+
+
+def outcome_rates(ok: Sequence[dict[str, Any]], should_answer: Sequence[dict[str, Any]],
+                  expected_refusal: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Issue 11's outcome figures: answered and caution rates over all cases, answered and caution rates on
+    answerable cases, and the share of should-refuse cases (out-of-KB, near-miss) refused or marked caution."""
+
+    def share(records: Sequence[dict[str, Any]], *outcomes: str) -> float | None:
+        return round(sum(case_outcome(c) in outcomes for c in records) / len(records), 4) if records else None
+
+    return {
+        "answered_rate": share(ok, "answered"),
+        "caution_rate": share(ok, "caution"),
+        "answered_on_answerable": share(should_answer, "answered"),
+        "caution_on_answerable": share(should_answer, "caution"),
+        "refused_or_caution_on_unanswerable": share(expected_refusal, "refused", "caution"),
+    }
 
 
 def by_tag(cases: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -891,6 +914,7 @@ class EvalRunner:
             **case_fields(case),
             "answer": answer.text if answered else None,
             "refused": answer.refused if answered else None,
+            "outcome": answer.outcome if answered else None,
             "refusal_reason": answer.refusal_reason if answered else None,
             "standalone_question": answer.standalone_question or None,
             "citations": record_citations,

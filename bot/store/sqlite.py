@@ -101,6 +101,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX idx_handoffs_status ON handoffs(status, created_at);
         CREATE INDEX idx_audit_at ON audit_log(at);
     """),
+    (3, "messages.outcome: answered | caution | refused (issue 11); older rows derived from refused", """
+        ALTER TABLE messages ADD COLUMN outcome TEXT;
+        UPDATE messages SET outcome = CASE WHEN error IS NOT NULL THEN NULL
+                                           WHEN refused = 1 THEN 'refused' ELSE 'answered' END
+    """),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -359,13 +364,13 @@ class Store:
             self._ensure_conversation(conn, conversation_id, surface, user, when)
             cur = conn.execute(
                 "INSERT INTO messages (conversation_id, created_at, surface, user, question, standalone_question, "
-                "answer, citations, refused, refusal_reason, confidence, escalation, latency_ms, timings, composer) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "answer, citations, refused, refusal_reason, confidence, escalation, latency_ms, timings, composer, "
+                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, when, surface, user, self.redact(question),
                  self.redact(answer.standalone_question or None), self.redact(answer.text),
                  json.dumps(citations), int(answer.refused), answer.refusal_reason or None,
                  answer.confidence, json.dumps(esc) if esc else None, latency_ms, json.dumps(timings),
-                 answer.composer or None),
+                 answer.composer or None, answer.outcome or ("refused" if answer.refused else "answered")),
             )
             message_id = int(cur.lastrowid)
             docs = [{"doc_id": c["doc_id"], "version": c["version"], "chunk_id": c["chunk_id"]} for c in citations]
@@ -617,11 +622,12 @@ class Store:
 
     def unanswered_questions(self, days: int | None = 30, include_downvoted: bool = True,
                              now: datetime | None = None, limit: int = 2000) -> list[dict[str, Any]]:
-        """Questions the KB could not answer: refusals, plus answers agents rated down (their reason included)."""
+        """Questions the KB could not answer: refusals and caution answers (the exact detail was not in the KB),
+        plus answers agents rated down (their reason included)."""
         since = _since_iso(days, now)
-        sql = ("SELECT m.id, m.question, m.created_at, m.refused, f.rating, f.reason FROM messages m "
+        sql = ("SELECT m.id, m.question, m.created_at, m.refused, m.outcome, f.rating, f.reason FROM messages m "
                "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.created_at >= ? AND m.error IS NULL AND "
-               "(m.refused = 1" + (" OR f.rating = -1)" if include_downvoted else ")") +
+               "(m.refused = 1 OR m.outcome = 'caution'" + (" OR f.rating = -1)" if include_downvoted else ")") +
                " ORDER BY m.id DESC LIMIT ?")
         with self._connect() as conn:
             return [dict(r) for r in conn.execute(sql, (since, limit)).fetchall()]

@@ -263,9 +263,12 @@ def eval_run(
     judge: str = typer.Option("auto", "--judge", help="Faithfulness judge: auto (llm when a chat model is "
                               "configured) | offline | llm."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
+    split: str = typer.Option("all", "--split", help="all | fit | check: one fixed, seeded half of the suite "
+                              "(bot/evaluation/split.py; fitted numbers are reported on check, docs/quality.md)."),
 ) -> None:
     """Answer every case of a suite and write per-case and aggregate metrics to a run file."""
     from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256, load_suite
+    from bot.evaluation.split import SPLIT_SEED, SPLITS, select
     from bot.ingest.index import KnowledgeIndex
     from bot.evaluation.report import metrics_table
 
@@ -273,10 +276,15 @@ def eval_run(
         raise typer.BadParameter(f"--composer must be extractive or chat, not {composer!r}")
     if judge not in ("auto", "offline", "llm"):
         raise typer.BadParameter(f"--judge must be auto, offline or llm, not {judge!r}")
+    if split not in SPLITS:
+        raise typer.BadParameter(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     s = settings()
-    cases = load_suite(suite)[:limit]
-    extra: dict = {"suite": str(suite), "suite_name": suite.stem if suite.name != "qa.jsonl" else
-                   suite.parent.name, "suite_sha256": file_sha256(suite), "limit": limit, "kb": None}
+    cases = select(load_suite(suite), split)[:limit]
+    name = suite.stem if suite.name != "qa.jsonl" else suite.parent.name
+    # a half is gated by its own thresholds section ([suite.kb_agent_check] in eval/thresholds.toml)
+    extra: dict = {"suite": str(suite), "suite_name": name if split == "all" else f"{name}_{split}",
+                   "suite_sha256": file_sha256(suite), "limit": limit, "kb": None,
+                   "split": split, "split_seed": SPLIT_SEED if split != "all" else None}
     if kb is not None:
         if not kb.exists():
             raise typer.BadParameter(f"--kb {kb} does not exist")

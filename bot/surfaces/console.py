@@ -259,6 +259,14 @@ def copy_text(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+CAUTION_MARKER = "Closest guidance — not confirmed"
+
+
+def outcome_marker(answer: Answer) -> str:
+    """The marker the console shows above a caution answer ('' for answered and refused turns)."""
+    return CAUTION_MARKER if answer.outcome == "caution" else ""
+
+
 def composer_notice(answer: Answer, settings: Settings | None = None) -> str:
     """A warning when the configured chat model was down and the answer fell back to extractive."""
     if answer.composer != "extractive-fallback":

@@ -89,7 +89,10 @@ def response_body(answer: Answer, audience: Audience, cid: str, message_id: int 
                 "url": str(r.get("url") or "")} for r in answer.related]
     escalation = asdict(answer.escalation) if answer.escalation is not None and not public else None
     return {
-        "answer": answer.text, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
+        "answer": answer.text, "refused": answer.refused,
+        # the widget never shows caution: a public answer is answered or refused whatever the record says
+        "outcome": ("refused" if answer.refused else "answered") if public else answer.outcome,
+        "refusal_reason": answer.refusal_reason,
         "confidence": float(answer.confidence), "citations": cits, "related": related,
         "handoff_offered": answer.handoff_offered, "escalation": escalation, "audience": audience.value,
         "conversation_id": cid, "message_id": message_id, "composer": answer.composer,

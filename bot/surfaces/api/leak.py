@@ -148,6 +148,6 @@ class PublicLeakGuard:
 
 def blocked_answer(answer: Answer, related: list[dict[str, str]]) -> Answer:
     """The refusal shown instead of a public answer that failed the leak check."""
-    return replace(answer, text=BLOCKED_TEXT, citations=[], refused=True, refusal_reason="blocked",
+    return replace(answer, text=BLOCKED_TEXT, citations=[], refused=True, outcome="refused", refusal_reason="blocked",
                    confidence=0.0, escalation=None, handoff_offered=True, related=related,
                    retrieved_doc_ids=[])

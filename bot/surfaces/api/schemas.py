@@ -113,6 +113,9 @@ class AskResponse(BaseModel):
 
     answer: str
     refused: bool
+    outcome: Literal["answered", "caution", "refused"] = Field(
+        "answered", description="caution (agents only): closest guidance, the exact detail is not confirmed; "
+        "the public gets answered or refused.")
     refusal_reason: str = ""
     confidence: float = 0.0
     citations: list[CitationOut] = Field(default_factory=list)
