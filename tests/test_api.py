@@ -135,7 +135,7 @@ def test_public_question_is_answered_with_public_citation_links(api_server, inte
         r = c.post("/v1/ask", json={"question": "How do I turn on two-factor authentication?"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["audience"] == "public" and not body["refused"]
+    assert body["audience"] == "public" and not body["refused"] and body["outcome"] == "answered"
     assert body["citations"], body
     assert any(c["doc_id"] == "help-2fa" for c in body["citations"])
     for cit in body["citations"]:
@@ -144,6 +144,13 @@ def test_public_question_is_answered_with_public_citation_links(api_server, inte
     assert body["escalation"] is None
     assert leaks(body, internal_only) == []
     assert isinstance(body["message_id"], int) and body["conversation_id"]
+
+
+def test_a_public_request_for_a_person_gets_the_handoff_offer(api_server):
+    with api_server.client() as c:
+        body = c.post("/v1/ask", json={"question": "can I talk to a human?"}).json()
+    assert body["handoff_offered"] and body["outcome"] == "refused" and body["citations"] == []
+    assert body["refusal_reason"].startswith("person_requested") and "couldn't find" not in body["answer"]
 
 
 def test_anonymous_caller_asking_for_internal_gets_public_and_a_key_gets_internal(api_server, internal_only):

@@ -40,6 +40,22 @@ def test_escalation_reads_team_queue_priority_and_the_reason(kb_settings, kb_ind
 
     a = AnswerService(kb_settings, kb_index).ask(
         "A creator said on LIVE they want to end their life. What do I do?", [], Filters(Audience.INTERNAL))
-    line = escalation_text(a.to_dict()["escalation"])
+    line = escalation_text(a.escalation)
     assert line.startswith("Suggested escalation: ") and " · priority P1" in line
     assert "`" not in line and "](" not in line and a.escalation.reason
+
+
+@pytest.mark.parametrize("regions", [("EU",), ("US",), ("UK",)])
+def test_an_answer_never_quotes_only_another_regions_rule(kb_settings, kb_index, regions):
+    """The requester's region (their filter, or a country the question names) gets its own rows, never a line
+    that is about other regions only (before: an EU agent got the US-only 'full answer to a formal request')."""
+    from bot.answer.service import AnswerService
+    from bot.core.models import Audience, Filters
+    from bot.core.units import region_conflict
+
+    svc = AnswerService(kb_settings, kb_index)
+    assert region_conflict("For US and ROW users only.", ("EU",), svc.profile)  # kb/'s profile names regions
+    a = svc.ask("How long do we have to reply to a request for a copy of a user's data?", [],
+                Filters(Audience.INTERNAL, regions=regions))
+    assert not a.refused and a.citations
+    assert [line for line in a.text.split("\n") if region_conflict(line, regions, svc.profile)] == []

@@ -11,7 +11,7 @@ from bot.answer import assess
 from bot.answer.assess import Signals, decide
 from bot.answer.safety import asks_for_person
 from bot.answer.service import AnswerService
-from bot.core.models import Audience, Filters
+from bot.core.models import Answer, Audience, Filters
 from bot.evaluation.runner import EvalCase, aggregate, parse_case
 from bot.evaluation.split import group_key, half, select
 from bot.store.sqlite import MIGRATIONS, Store
@@ -151,8 +151,9 @@ def test_eval_aggregate_reports_the_outcome_rates():
 
 
 def test_console_marks_caution_answers_only():
-    assert outcome_marker({"outcome": "caution"}) == CAUTION_MARKER == "Closest guidance — not confirmed"
-    assert outcome_marker({"outcome": "answered"}) == "" and outcome_marker({"refused": True}) == ""
+    assert outcome_marker(Answer("q", "t", outcome="caution")) == CAUTION_MARKER == "Closest guidance — not confirmed"
+    assert outcome_marker(Answer("q", "t")) == ""
+    assert outcome_marker(Answer("q", "t", refused=True, outcome="refused")) == ""
 
 
 # ---- the fit/check split ------------------------------------------------------------------------------------

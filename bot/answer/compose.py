@@ -115,6 +115,7 @@ class ComposeRequest:
     # chunks of the top document the retriever added for a procedural or timing question (its steps, its
     # deadline), numbered after `sources`; composers may cite them like any source
     companions: list[Source] = field(default_factory=list)
+    regions: tuple[str, ...] = ()  # the requester's region filter (Filters.regions), when they set one
 
     @property
     def all_sources(self) -> list[Source]:

@@ -101,6 +101,9 @@ class ExtractiveComposer(Composer):
         out: list[_Candidate] = []
         n = len(request.sources)
         question = request.condensed.question
+        # the requester's region (named in the question, else their region filter): a unit about other regions
+        # only ("US: 45 days" for a user in Madrid) is never quoted to them
+        regions = region_hints(question, self.profile) or tuple(request.regions)
         doc_prior: dict[str, float] = {}
         for rank, src in enumerate(request.sources):
             doc_prior.setdefault(src.chunk.doc_id, 1.0 - rank / max(n, 1))
@@ -117,6 +120,8 @@ class ExtractiveComposer(Composer):
             units_by_source[src.number] = units
             for unit in units:
                 if len(unit.display) < 12 or len(unit.terms) < 3:
+                    continue
+                if regions and unit.kind != "step" and region_conflict(unit.display, regions, self.profile):
                     continue
                 terms, length = unit.terms, len(unit.terms)
                 if unit.kind == "lead":

@@ -396,7 +396,7 @@ class AnswerService:
             question = f"{question} {CRISIS_QUERY}"
         request = ComposeRequest(question, turn.condensed, r.sources,
                                  turn.filters.audience.value, self._context(turn), self.weights(), r.query_vector,
-                                 companions=r.companions)
+                                 companions=r.companions, regions=turn.filters.regions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
         evidence = turn.evidence = self.composer("extractive").run(request)
