@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 
 from bot.answer.compose import (
     Composer,
@@ -82,6 +84,16 @@ class ChatComposer(Composer):
     def __init__(self, settings: Settings, llm=None):
         self.settings = settings
         self._llm = llm
+        self._probe_lock = threading.Lock()
+        self._probed: tuple[float, str, str] | None = None  # (monotonic time, state, detail)
+
+    def endpoint_state(self, max_age_s: float = 15.0) -> tuple[str, str]:
+        """("ok" | "unreachable", detail) of the chat endpoint: GET <base_url>/models within the connect timeout
+        (and at most 5 s of reading); remembered for max_age_s so frequent health checks do not load the model."""
+        with self._probe_lock:
+            if self._probed is None or time.monotonic() - self._probed[0] > max_age_s:
+                self._probed = (time.monotonic(), *probe_endpoint(self.settings))
+            return self._probed[1], self._probed[2]
 
     @property
     def llm(self):
@@ -178,6 +190,22 @@ def message_text(message) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
     return str(content or "")
+
+
+def probe_endpoint(settings: Settings) -> tuple[str, str]:
+    """("ok" | "unreachable", detail): whether the OpenAI-compatible endpoint lists its models in time."""
+    import httpx
+
+    base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+    timeout = httpx.Timeout(min(settings.chat_read_timeout_s, 5.0), connect=settings.chat_connect_timeout_s)
+    try:
+        resp = httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return "unreachable", f"{base}: {type(exc).__name__} {exc}".strip()[:300]
+    if resp.status_code >= 400:
+        return "unreachable", f"{base}/models answered HTTP {resp.status_code}"
+    return "ok", base
 
 
 def citation_protocol(settings: Settings) -> str:

@@ -268,12 +268,16 @@ def outcome_marker(answer: Answer) -> str:
 
 
 def composer_notice(answer: Answer, settings: Settings | None = None) -> str:
-    """A warning when the configured chat model was down and the answer fell back to extractive."""
+    """A warning when the chat model's answer was not used and the answer fell back to extractive, and why."""
     if answer.composer != "extractive-fallback":
         return ""
+    reason = answer.fallback_reason
+    if reason and "failed:" not in reason:  # the model answered, but nothing it wrote could be verified
+        return (f"The chat model's answer could not be verified against the sources ({reason}), so this answer "
+                "was assembled extractively from the knowledge base.")
     where = f" at {settings.openai_base_url}" if settings is not None and settings.openai_base_url else ""
     return (f"The answer model endpoint{where} did not respond, so this answer was assembled extractively "
-            "from the knowledge base. Check that the model server is running.")
+            f"from the knowledge base. Check that the model server is running.{f' ({reason})' if reason else ''}")
 
 
 def escalation_text(escalation: Escalation | None) -> str:

@@ -96,6 +96,7 @@ def response_body(answer: Answer, audience: Audience, cid: str, message_id: int 
         "confidence": float(answer.confidence), "citations": cits, "related": related,
         "handoff_offered": answer.handoff_offered, "escalation": escalation, "audience": audience.value,
         "conversation_id": cid, "message_id": message_id, "composer": answer.composer,
+        "fallback_reason": "" if public else answer.fallback_reason,  # may name the model endpoint
         "standalone_question": answer.standalone_question,
         "timings": {k: float(v) for k, v in answer.timings.items() if isinstance(v, (int, float))},
     }

@@ -152,8 +152,14 @@ def add_service_routes(app: FastAPI, ctx: ApiContext, version: str) -> None:
             body = HealthResponse(status="unavailable", version=version, composer=ctx.settings.composer,
                                   detail="No index is being served: run `policydesk ingest`.")
             return JSONResponse(body.model_dump(), status_code=503)
-        return HealthResponse(status="ok", version=version, documents=len(gen.documents),
-                              chunks=len(gen.chunks), generation=gen.name, composer=ctx.settings.composer)
+        chat_state, detail = None, None
+        if ctx.settings.composer == "chat":
+            chat_state, where = await anyio.to_thread.run_sync(ctx.service.composer("chat").endpoint_state)
+            if chat_state != "ok":
+                detail = f"The chat model endpoint is unreachable ({where}); answers fall back to extractive."
+        return HealthResponse(status="ok" if chat_state in (None, "ok") else "degraded", version=version,
+                              documents=len(gen.documents), chunks=len(gen.chunks), generation=gen.name,
+                              composer=ctx.settings.composer, chat_endpoint=chat_state, detail=detail)
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget_js() -> Response:

@@ -126,6 +126,8 @@ class AskResponse(BaseModel):
     conversation_id: str
     message_id: int | None = Field(None, description="Pass it to /v1/feedback to rate this answer.")
     composer: str = ""
+    fallback_reason: str = Field("", description="composer extractive-fallback: why the chat model's answer was "
+                                 "not used (agents only; empty for public callers).")
     standalone_question: str = ""
     timings: dict[str, float] = Field(default_factory=dict)
 
@@ -167,12 +169,16 @@ class HandoffResponse(BaseModel):
 class HealthResponse(BaseModel):
     """Liveness and the index being served."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     version: str
     documents: int = 0
     chunks: int = 0
     generation: str | None = None
     composer: str = ""
+    chat_endpoint: Literal["ok", "unreachable"] | None = Field(
+        None, description="composer chat: whether the model endpoint answers (unreachable = answers fall back to "
+        "extractive and status is degraded)."
+    )
     detail: str | None = None
 
 
