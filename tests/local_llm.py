@@ -52,10 +52,11 @@ def llama_server(log_dir: Path, n_ctx: int = 2048) -> Iterator[str]:
         [str(LLM_PYTHON), "-c", _GGUF_PY], check=True, capture_output=True, text=True).stdout.strip()
     port = _free_port()
     log_path = log_dir / "llama_server.log"
-    # One thread, passive OpenMP waits: on a CPU shared with other jobs, two spinning threads measured 10-50x
-    # slower per token (0.4 vs 20 tokens/s) than one thread that sleeps while it waits.
+    # One thread (also for prompt batches, whose default is every core), passive OpenMP waits: on a CPU shared
+    # with other jobs, two spinning threads measured 10-50x slower per token (0.4 vs 20 tokens/s). No
+    # --chat_format: the server uses the ChatML template embedded in the GGUF.
     cmd = [str(LLM_PYTHON), "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(n_ctx), "--n_threads", "1", "--model_alias", MODEL_ALIAS]
+           "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1", "--model_alias", MODEL_ALIAS]
     env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -69,7 +70,7 @@ def llama_server(log_dir: Path, n_ctx: int = 2048) -> Iterator[str]:
             time.sleep(0.25)
         yield base
     finally:
-        proc.terminate()
+        proc.terminate()  # uvicorn waits for an in-flight generation on SIGTERM, hence the kill below
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -15,6 +15,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import httpx
 import pytest
 from api_harness import API_KEY, running_api
 from fake_openai_server import SilentServer
@@ -71,7 +72,8 @@ def test_api_streams_the_real_models_tokens_and_answers_at_least_as_well_as_offl
     settings = chat_settings(kb_settings, llm_url)
     service = AnswerService(settings, kb_index)
     chunk_text = {c.chunk_id: c.text for c in kb_index.require_generation().chunks}
-    with running_api(settings, kb_index, tmp_path, service=service) as srv, srv.client(timeout=900) as c:
+    with running_api(settings, kb_index, tmp_path, service=service) as srv, \
+            httpx.Client(base_url=srv.base_url, timeout=900.0, trust_env=False) as c:
         health = c.get("/v1/health").json()
         assert health["status"] == "ok" and health["chat_endpoint"] == "ok", health
         for question, headers, audience in ((GDPR, {"X-API-Key": API_KEY}, Audience.INTERNAL),
