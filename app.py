@@ -15,7 +15,7 @@ from bot.core import config
 from bot.core.config import Settings
 from bot.core.errors import ConfigError
 from bot.surfaces.console import get_index, get_ingest_lock, sync_with_progress
-from bot.surfaces.console_auth import IDENTITY_KEY, resolve_identity, sign_in_page, sign_out
+from bot.surfaces.console_auth import resolve_identity, sign_in_page, sign_out
 
 log = logging.getLogger("policydesk.console")
 
@@ -77,10 +77,8 @@ def main() -> None:
     identity = resolve_identity(settings)
     if identity is None:
         # Anonymous visitors get a navigation with the sign-in page only, so no page under pages/ is reachable.
-        st.session_state.pop(IDENTITY_KEY, None)
         st.navigation([st.Page(lambda: sign_in_page(settings), title="Sign in", icon=":material/login:")]).run()
         return
-    st.session_state[IDENTITY_KEY] = identity
     with st.sidebar:
         st.markdown(f"Signed in as **{identity.name}** ({identity.role.value})")
         if identity.method == "loopback":

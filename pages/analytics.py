@@ -15,8 +15,8 @@ from bot.surfaces.console_auth import require_page
 
 log = logging.getLogger("policydesk.console")
 
-identity = require_page("analytics")
 settings = Settings()
+identity = require_page("analytics", settings)
 index = get_index(settings)
 store = get_store(settings)
 generation = index.generation()

@@ -9,8 +9,8 @@ from bot.core.errors import PolicyDeskError
 from bot.surfaces.console import escape_markdown, get_store, user_message
 from bot.surfaces.console_auth import require_page
 
-identity = require_page("handoffs")
 settings = Settings()
+identity = require_page("handoffs", settings)
 store = get_store(settings)
 
 

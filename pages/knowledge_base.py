@@ -24,8 +24,8 @@ from bot.surfaces.console_auth import require_page
 
 log = logging.getLogger("policydesk.console")
 
-identity = require_page("knowledge_base")
 settings = Settings()
+identity = require_page("knowledge_base", settings)
 index = get_index(settings)
 
 st.title("Knowledge base")

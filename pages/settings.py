@@ -10,8 +10,8 @@ from bot.surfaces.console_auth import oidc_providers, require_page
 from bot.surfaces.settings_view import settings_rows
 from bot.surfaces.users import UsersFile
 
-identity = require_page("settings")
 settings = Settings()
+identity = require_page("settings", settings)
 
 st.title("Settings")
 st.caption("Read-only: change these with POLICYDESK_* environment variables or policydesk.toml and restart.")

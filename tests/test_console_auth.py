@@ -11,7 +11,7 @@ from test_app import _ENV, APP, ROOT, TIMEOUT, assistant_messages, run
 
 from bot.core.config import Settings
 from bot.core.errors import AuthError
-from bot.surfaces.console_auth import IDENTITY_KEY, REFUSED, Identity
+from bot.surfaces.console_auth import PASSWORD_SESSION_KEY, REFUSED
 from bot.surfaces.settings_view import MASK, settings_rows
 from bot.surfaces.users import Role, UsersFile
 
@@ -120,14 +120,17 @@ def test_a_page_outside_the_role_is_not_in_the_navigation(team_env):
     assert "analytics.py" in str(info.value) and "handoffs.py" in str(info.value)
 
 
-@pytest.mark.parametrize("identity", [None, Identity("lena", Role.LEAD, "password")])
-def test_a_page_run_directly_refuses_a_role_without_it(team_env, identity):
-    """Defence in depth: each page checks the role itself, whatever routed to it."""
+@pytest.mark.parametrize("signed_in, allowed", [(None, False), ("lena", False), ("ada", True)])
+def test_a_page_run_directly_checks_the_role_itself(team_env, signed_in, allowed):
+    """Defence in depth: each page resolves the identity and checks its role, whatever routed to it."""
     at = AppTest.from_file(str(ROOT / "pages" / "knowledge_base.py"), default_timeout=TIMEOUT)
-    if identity is not None:
-        at.session_state[IDENTITY_KEY] = identity
+    if signed_in is not None:
+        at.session_state[PASSWORD_SESSION_KEY] = signed_in  # what a successful password sign-in leaves
     run(at)
-    assert [e.value for e in at.error] == [REFUSED] and not at.title and not at.button
+    if allowed:
+        assert at.title[0].value == "Knowledge base" and not at.error
+    else:
+        assert [e.value for e in at.error] == [REFUSED] and not at.title and not at.button
 
 
 def test_admin_sees_the_settings_page_with_users(team_env):
@@ -144,7 +147,8 @@ def test_removed_user_loses_access_on_the_next_run(team_env, tmp_path):
     assert at.chat_input
     UsersFile(tmp_path / "users.json").remove("alice")
     run(at)
-    assert [t.value for t in at.title] == ["Sign in to PolicyDesk"] and not at.chat_input
+    assert not at.chat_input
+    assert [t.value for t in at.title] == ["Sign in to PolicyDesk"] or [e.value for e in at.error] == [REFUSED]
 
 
 def test_without_users_the_local_browser_is_the_admin_and_is_told_so(monkeypatch, kb_settings, kb_index, tmp_path):

@@ -1,7 +1,8 @@
 """Sign-in for the Streamlit console: identity-provider (OIDC, `st.login`) or local users file, and role checks.
 
-app.py calls `resolve_identity` on every run and puts the result in the session; each page calls `require_page`
-first, so a page opened by URL is refused for a role that does not include it. With no users and no identity
+app.py calls `resolve_identity` on every run to build the navigation; each page calls `require_page` first, which
+resolves the identity again (the users file is re-read, so a removed user or changed role counts at once) and
+refuses a role that does not include the page, however the page was reached. With no users and no identity
 provider configured the console serves loopback clients only, as the single local admin.
 """
 
@@ -21,8 +22,7 @@ from bot.surfaces.users import ROLE_PAGES, Role, User, UsersFile
 
 log = logging.getLogger(__name__)
 
-IDENTITY_KEY = "pd_identity"  # not a widget key: the browser cannot set it
-_PASSWORD_KEY = "pd_password_user"
+PASSWORD_SESSION_KEY = "pd_password_user"  # not a widget key: the browser cannot set it
 LOCAL_NAME = "local"
 REFUSED = "You do not have access to this page. Ask an administrator for a role that includes it."
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing; argon2 verification already costs tens of ms
@@ -61,8 +61,9 @@ def is_loopback_client() -> bool:
     headers = st.context.headers
     if any(headers.get(h) for h in ("X-Forwarded-For", "Forwarded", "X-Real-Ip")):
         return False
-    ip = st.context.ip_address  # None for 127.0.0.1/::1 and for script runs without a browser
-    if ip is None:
+    ip = st.context.ip_address
+    if not isinstance(ip, str):
+        # Streamlit gives None for 127.0.0.1 and ::1; AppTest, which has no browser connection, gives a mock.
         return True
     try:
         return ipaddress.ip_address(ip).is_loopback
@@ -96,6 +97,7 @@ def resolve_identity(settings: Settings) -> Identity | None:
     providers = oidc_providers()
     if not users and not providers:
         if is_loopback_client():
+            st.session_state.pop(PASSWORD_SESSION_KEY, None)
             return Identity(LOCAL_NAME, Role.ADMIN, "loopback")
         st.error("This console has no users configured, so it only serves browsers on the same machine "
                  "(127.0.0.1). Add users with `policydesk users add NAME --role agent|lead|admin` or configure an "
@@ -105,10 +107,10 @@ def resolve_identity(settings: Settings) -> Identity | None:
         identity = _oidc_identity(users)
         if identity is not None:
             return identity
-    name = st.session_state.get(_PASSWORD_KEY)
+    name = st.session_state.get(PASSWORD_SESSION_KEY)
     user = users.get(name) if name else None
     if user is None or user.password_hash is None:  # removed or turned into an OIDC-only user since sign-in
-        st.session_state.pop(_PASSWORD_KEY, None)
+        st.session_state.pop(PASSWORD_SESSION_KEY, None)
         return None
     return Identity(user.name, user.role, "password")
 
@@ -134,23 +136,22 @@ def sign_in_page(settings: Settings) -> None:
             time.sleep(FAILED_SIGN_IN_DELAY_S)
             st.error("Wrong user name or password.")
             return
-        st.session_state[_PASSWORD_KEY] = user.name
+        st.session_state[PASSWORD_SESSION_KEY] = user.name
         log.info("console sign-in: %s (%s)", user.name, user.role.value)
         st.rerun()
 
 
 def sign_out() -> None:
     """Button callback: forget the password sign-in, and end the identity-provider session if there is one."""
-    st.session_state.pop(_PASSWORD_KEY, None)
-    st.session_state.pop(IDENTITY_KEY, None)
+    st.session_state.pop(PASSWORD_SESSION_KEY, None)
     if oidc_providers() and st.user.is_logged_in:
         st.logout()
 
 
-def require_page(page: str) -> Identity:
+def require_page(page: str, settings: Settings) -> Identity:
     """The signed-in identity when its role may open page; otherwise an error and the page stops."""
-    identity = st.session_state.get(IDENTITY_KEY)
-    if not isinstance(identity, Identity) or not identity.may_open(page):
+    identity = resolve_identity(settings)
+    if identity is None or not identity.may_open(page):
         st.error(REFUSED)
         st.stop()
     return identity
