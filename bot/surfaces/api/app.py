@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
 
 from bot.core.config import Settings
@@ -51,7 +52,9 @@ def create_app(settings: Settings, index: Any = None, service: Any = None, store
         yield
 
     version = package_version()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in the fastapi-offline wheel, not a CDN,
+    # so the API documentation works on a machine with no internet access.
+    app = FastAPIOffline(
         title="PolicyDesk API",
         version=version,
         description=("Grounded support-policy answers with verified citations. Anonymous callers are "
