@@ -190,17 +190,27 @@ def langchain_recipe(corpus: str, workdir: Path, embedder):
     return store
 
 
+def check_half(corpus: str, questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The questions of the corpus's check half (bot/evaluation/split.py): what anything fitted is reported on."""
+    from bot.evaluation.runner import load_suite
+    from bot.evaluation.split import half
+
+    halves = {c.id: half(c) for c in load_suite(CORPORA / corpus / "qa.jsonl")}
+    return [q for q in questions if halves.get(q["id"]) == "check"]
+
+
 def quality_for(corpus: str, workdir: Path, quick: bool, embedder) -> list[QualityRow]:
-    """Doc-level recall@1/5/10 and MRR@10 of PolicyDesk and the baselines on one corpus."""
+    """Doc-level recall@1/5/10 and MRR@10 of PolicyDesk and the baselines on one corpus's check half."""
     from bot.search.retrieval import HybridSearcher
 
-    questions = load_questions(corpus)
+    questions = check_half(corpus, load_questions(corpus))
     if quick:
         questions = questions[::3]
     with_history = sum(1 for q in questions if q.get("history"))
     index, s = product_index(corpus, workdir, embedder)
     gen = index.require_generation()
     searcher = HybridSearcher.from_settings(index, s)
+    rrf = HybridSearcher.from_settings(index, s.model_copy(update={"fusion": "rrf"}))
     filters = Filters(audience=Audience.INTERNAL)
     depth = max(60, s.fetch_k)  # enough chunks to always reach 10 distinct documents
     store = langchain_recipe(corpus, workdir, embedder)
@@ -215,6 +225,9 @@ def quality_for(corpus: str, workdir: Path, quick: bool, embedder) -> list[Quali
         ("PolicyDesk, no history", lambda q: distinct(
             [r.chunk.doc_id for r in searcher.search(q["question"], filters, depth)]),
          "hybrid, question only"),
+        ("RRF", lambda q: distinct(
+            [r.chunk.doc_id for r in rrf.search(q["question"], filters, depth, q.get("history") or None)]),
+         f"reciprocal-rank fusion (k={s.rrf_k}) of the same lists; history used on {with_history} questions"),
         ("PolicyDesk", lambda q: distinct(
             [r.chunk.doc_id for r in searcher.search(q["question"], filters, depth, q.get("history") or None)]),
          f"product defaults; history used on {with_history} questions"),
@@ -244,7 +257,8 @@ def _fmt_target(value: float, target: dict[str, float], key: str) -> str:
 
 def quality_table(rows: list[QualityRow]) -> Table:
     """The quality rows as a rich table, with the targets marked."""
-    table = Table(title="Retrieval quality (doc level: a hit = any gold doc among the top-k distinct documents)")
+    table = Table(title="Retrieval quality on check halves (bot/evaluation/split.py; doc level: a hit = any gold "
+                        "doc among the top-k distinct documents)")
     for col in ("corpus", "system", "n", "R@1", "R@5", "R@10", "MRR@10", "ms/query", "notes"):
         table.add_column(col, justify="right" if col in ("n", "R@1", "R@5", "R@10", "MRR@10", "ms/query") else "left")
     for r in rows:

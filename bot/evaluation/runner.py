@@ -917,6 +917,7 @@ class EvalRunner:
             "outcome": answer.outcome if answered else None,
             "refusal_reason": answer.refusal_reason if answered else None,
             "standalone_question": answer.standalone_question or None,
+            "turn_decision": answer.turn_decision or None,
             "citations": record_citations,
             "retrieved": ranked,
             "related": [r.get("doc_id") for r in answer.related or []],
