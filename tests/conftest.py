@@ -154,3 +154,69 @@ def api_server(kb_settings, kb_index, tmp_path_factory):
 
     with running_api(kb_settings, kb_index, tmp_path_factory.mktemp("api")) as server:
         yield server
+
+
+# ---- Postgres (Debian's postgresql; .ci/run installs it) ----------------------------------------------------------
+def _postgres_bindir() -> Path | None:
+    """Folder of Debian's initdb/pg_ctl (they are not on PATH), newest major version first."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name),
+                   reverse=True)
+    return found[0].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 with a throw-away data dir; yields its base URL (no database).
+
+    initdb refuses to run as root, so under root (CI) the server runs as Debian's `postgres` user."""
+    import pwd
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's postgresql is missing: .ci/run must install it")
+        pytest.skip("postgresql is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="policydesk-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        pg = pwd.getpwnam("postgres")
+        os.chown(root, pg.pw_uid, pg.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data, log = root / "data", root / "server.log"
+    try:
+        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "policydesk",
+                                  "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                                  f"-h 127.0.0.1 -p {port} -k {root} -F -c max_connections=200", "start"],
+                       check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        detail = log.read_text()[-2000:] if log.exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"postgres did not start: {exc.stderr.decode()[-2000:]} {detail}") from exc
+    try:
+        yield f"postgresql+psycopg://policydesk@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's Postgres server; dropped after the test."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{postgres_server}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()

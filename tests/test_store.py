@@ -1,4 +1,5 @@
-"""The SQLite store on a real file: migrations, PII redaction, feedback, handoffs, audit log, analytics."""
+"""The store on a real SQLite file and on a real Postgres server: migrations, PII redaction, feedback, handoffs,
+audit log, analytics, concurrent writers. Every test taking `store` runs against both."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, StoreError
 from bot.core.models import Answer, Audience, Citation, Escalation
 from bot.ingest.embeddings import LocalMiniLMEmbeddings
-from bot.store.sqlite import MIGRATIONS, SCHEMA_VERSION, Store, cluster_questions
+from bot.store.sqlite import REVISIONS, SCHEMA_VERSION, Store, cluster_questions, run_sql
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -30,9 +32,15 @@ def make_answer(question: str, text: str = "Refund unused coins within 14 days [
                   timings={"total": total}, composer="extractive")
 
 
-@pytest.fixture()
-def store(tmp_path) -> Store:
-    return Store(Settings(data_dir=tmp_path))
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path) -> Store:
+    """A new store on a SQLite file, or on a fresh database of the session's Postgres server."""
+    if request.param == "sqlite":
+        s = Store(Settings(data_dir=tmp_path))
+    else:
+        s = Store(Settings(data_dir=tmp_path, database_url=request.getfixturevalue("postgres_url")))
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,31 +49,52 @@ def embedder() -> LocalMiniLMEmbeddings:
 
 
 def raw_rows(store: Store, sql: str, *args):
-    """Read the SQLite file directly, bypassing the Store, to check what is really on disk."""
-    conn = sqlite3.connect(store.path)
+    """Read the database directly with a separate engine, bypassing the Store, to check what is really stored."""
+    engine = sa.create_engine(store.url)
     try:
-        return conn.execute(sql, args).fetchall()
+        with engine.connect() as conn:
+            return [tuple(r.values()) for r in run_sql(conn, sql, args).fetchall()]
     finally:
-        conn.close()
+        engine.dispose()
 
 
 # ---- schema --------------------------------------------------------------------------------------------------
-def test_new_store_applies_every_migration_in_order(tmp_path):
-    s = Store(Settings(data_dir=tmp_path))
-    assert s.path == tmp_path / "policydesk.sqlite3" and s.path.exists()
-    versions = [r[0] for r in raw_rows(s, "SELECT version FROM schema_version ORDER BY version")]
-    assert versions == [m[0] for m in MIGRATIONS] and s.schema_version() == SCHEMA_VERSION
-    tables = {r[0] for r in raw_rows(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"conversations", "messages", "feedback", "handoffs", "audit_log", "schema_version"} <= tables
+# The SQL of the schema releases 1 and 2 wrote by hand before the store moved to Alembic, kept to build old files.
+LEGACY_V1 = """
+    CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL);
+    CREATE TABLE conversations (id TEXT PRIMARY KEY, surface TEXT NOT NULL, user TEXT, created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL);
+    CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL REFERENCES
+        conversations(id) ON DELETE CASCADE, created_at TEXT NOT NULL, surface TEXT NOT NULL, user TEXT,
+        question TEXT NOT NULL, standalone_question TEXT, answer TEXT, citations TEXT NOT NULL DEFAULT '[]',
+        refused INTEGER NOT NULL DEFAULT 0, refusal_reason TEXT, confidence REAL, escalation TEXT, latency_ms REAL,
+        timings TEXT, composer TEXT, error TEXT);
+    CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, message_id INTEGER NOT NULL UNIQUE REFERENCES
+        messages(id) ON DELETE CASCADE, conversation_id TEXT NOT NULL, rating INTEGER NOT NULL CHECK (rating IN
+        (-1, 1)), reason TEXT, user TEXT, created_at TEXT NOT NULL);
+    CREATE TABLE handoffs (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL, status TEXT NOT NULL
+        DEFAULT 'open' CHECK (status IN ('open', 'claimed', 'closed')), transcript TEXT NOT NULL, contact TEXT,
+        reason TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, claimed_by TEXT, closed_note TEXT);
+    CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT, surface TEXT,
+        action TEXT NOT NULL, conversation_id TEXT, message_id INTEGER, documents TEXT NOT NULL DEFAULT '[]',
+        detail TEXT);
+    INSERT INTO schema_version VALUES (1, 'initial schema', '2026-01-01');
+"""
+
+
+def test_new_store_applies_every_migration_in_order(store):
+    assert store.schema_version() == SCHEMA_VERSION == len(REVISIONS)
+    assert raw_rows(store, "SELECT version_num FROM alembic_version") == [(REVISIONS[-1],)]
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"conversations", "messages", "feedback", "handoffs", "audit_log", "alembic_version"} <= tables
+    indexes = {i["name"] for i in sa.inspect(store.engine).get_indexes("messages")}
+    assert {"idx_messages_created", "idx_messages_conversation"} <= indexes
 
 
 def test_old_store_is_upgraded_in_place_and_keeps_its_data(tmp_path):
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                 "applied_at TEXT NOT NULL)")
-    conn.executescript(MIGRATIONS[0][2])
-    conn.execute("INSERT INTO schema_version VALUES (1, 'initial schema', '2026-01-01')")
+    conn.executescript(LEGACY_V1)
     conn.execute("INSERT INTO conversations VALUES ('c1', 'console', 'ann', '2026-01-01', '2026-01-01')")
     conn.execute("INSERT INTO messages (conversation_id, created_at, surface, question) "
                  "VALUES ('c1', '2026-01-01T10:00:00', 'console', 'old question')")
@@ -75,19 +104,28 @@ def test_old_store_is_upgraded_in_place_and_keeps_its_data(tmp_path):
     s = Store(path)
     assert s.schema_version() == SCHEMA_VERSION
     indexes = {r[0] for r in raw_rows(s, "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "idx_messages_created" in indexes
+    assert "idx_messages_created" in indexes  # migration 2 ran on top of the stamped 1
     assert s.conversation_messages("c1")[0]["question"] == "old question"
+    mid = s.log_answer("c1", "new question", make_answer("new question"), "console")
+    assert mid == 2
     # Opening again applies nothing twice.
     Store(path)
-    assert len(raw_rows(s, "SELECT * FROM schema_version")) == len(MIGRATIONS)
+    assert raw_rows(s, "SELECT version_num FROM alembic_version") == [(REVISIONS[-1],)]
 
 
-def test_store_from_a_newer_release_is_refused_with_a_clear_error(tmp_path):
+def test_store_from_a_newer_release_is_refused_with_a_clear_error(store):
+    engine = sa.create_engine(store.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="newer than this PolicyDesk"):
+        Store(store.url)
+
+
+def test_legacy_file_from_a_newer_release_is_refused(tmp_path):
     path = tmp_path / "new.sqlite3"
-    Store(path)
     conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version VALUES (?, 'future', '2030-01-01')", (SCHEMA_VERSION + 1,))
-    conn.commit()
+    conn.executescript(LEGACY_V1.replace("VALUES (1, 'initial schema'", f"VALUES ({SCHEMA_VERSION + 1}, 'future'"))
     conn.close()
     with pytest.raises(StoreError, match="newer than this PolicyDesk"):
         Store(path)
@@ -98,6 +136,15 @@ def test_a_file_that_is_not_sqlite_gives_store_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="could not be migrated|failed"):
         Store(path)
+
+
+def test_unreachable_postgres_is_one_clear_error(tmp_path):
+    from conftest import free_port
+
+    url = f"postgresql+psycopg://policydesk@127.0.0.1:{free_port()}/none"
+    with pytest.raises(StoreError, match="could not be migrated") as info:
+        Store(Settings(data_dir=tmp_path, database_url=url))
+    assert "Traceback" not in str(info.value)
 
 
 # ---- answers, redaction, audit -----------------------------------------------------------------------------
@@ -136,7 +183,7 @@ def test_feedback_is_stored_and_a_later_rating_replaces_the_first(store):
     cid = store.new_conversation("console")
     mid = store.log_answer(cid, "q", make_answer("q"), "console")
     store.add_feedback(cid, mid, -1, "Outdated: mention jane@example.com", user="ann")
-    rows = raw_rows(store, "SELECT rating, reason, user FROM feedback WHERE message_id = ?", mid)
+    rows = raw_rows(store, 'SELECT rating, reason, "user" FROM feedback WHERE message_id = ?', mid)
     assert rows == [(-1, "Outdated: mention [EMAIL]", "ann")]
     store.add_feedback(cid, mid, 1)
     assert raw_rows(store, "SELECT rating, reason FROM feedback") == [(1, None)]
@@ -194,7 +241,7 @@ def test_unknown_handoff_and_bad_status_are_clear_errors(store):
 
 
 # ---- analytics ------------------------------------------------------------------------------------------------
-def test_questions_per_day_and_summary(store):
+def test_questions_per_day_and_summary(store, tmp_path):
     cid = store.new_conversation("console")
     # three days ago: 2 answered; yesterday: 1 answered, 1 refused; today: 1 refused, 1 error
     for i in range(2):
@@ -222,7 +269,7 @@ def test_questions_per_day_and_summary(store):
     # latencies 100, 200, 300, 400, 1000 ms (the error has none)
     assert s.latency_p50_ms == pytest.approx(300.0) and s.latency_p95_ms == pytest.approx(880.0)
     assert store.summary(None, now=NOW).questions == 7
-    empty = Store(store.path.with_name("empty.sqlite3")).summary()
+    empty = Store(tmp_path / "empty.sqlite3").summary()
     assert empty.questions == 0 and empty.answer_rate is None and empty.latency_p50_ms is None
 
 
@@ -313,3 +360,46 @@ def test_one_store_shared_by_threads_loses_nothing(store):
     assert raw_rows(store, "SELECT COUNT(*) FROM feedback") == [(90,)]
     assert len(store.list_handoffs("open")) == 6
     assert raw_rows(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'answer'") == [(90,)]
+
+
+def _write_many(url: str, worker: int, n: int) -> None:
+    """A separate process writing n answers, ratings and one handoff through its own Store."""
+    s = Store(url)
+    cid = s.new_conversation("api")
+    for i in range(n):
+        mid = s.log_answer(cid, f"p{worker} q{i}", make_answer("q"), "api")
+        s.add_feedback(cid, mid, 1)
+    s.add_handoff(cid, [{"role": "user", "text": f"p{worker}"}])
+    s.close()
+
+
+def test_many_writer_processes_lose_nothing(store):
+    """Four processes (stand-ins for API replicas) and eight threads write at once: every row arrives."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_many, args=(store.url, w, 20)) for w in range(4)]
+    for p in procs:
+        p.start()
+    errors: list[BaseException] = []
+
+    def thread_writer(n: int) -> None:
+        try:
+            _write_many(store.url, 100 + n, 10)
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread_writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p in procs:
+        p.join(300)
+    assert not errors and [p.exitcode for p in procs] == [0, 0, 0, 0]
+    expected = 4 * 20 + 8 * 10
+    assert raw_rows(store, "SELECT COUNT(*) FROM messages") == [(expected,)]
+    assert raw_rows(store, "SELECT COUNT(*) FROM feedback") == [(expected,)]
+    assert raw_rows(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'answer'") == [(expected,)]
+    assert len(store.list_handoffs("open")) == 12
+

@@ -1,11 +1,12 @@
-"""SQLite store: conversations, answers, feedback, handoffs and the audit log, plus the console's analytics.
+"""The store: conversations, answers, feedback, handoffs and the audit log, plus the console's analytics.
 
-One file at `Settings.db_path`. The schema is created and upgraded by an ordered list of migrations recorded in
-`schema_version`, so an old data directory is upgraded in place. Every free text a person typed (questions,
-answers, feedback reasons, handoff transcripts) goes through `bot.answer.safety.redact_pii` before it is written.
-Each thread keeps one long-lived connection (WAL journal, synchronous=NORMAL, busy timeout): opening a connection
-per call made every write pay a WAL checkpoint and fsync (about 27 ms), which queued writers under API load. One
-Store is safe to share between Streamlit sessions, API worker threads and processes.
+SQLite (one file at `Settings.db_path`) by default; Postgres for teams when `POLICYDESK_DATABASE_URL` is set. Both
+go through one SQLAlchemy engine and the same SQL, and the schema is created and upgraded by Alembic migrations
+(bot/store/migrations; an older SQLite file is upgraded in place, see bot.store.schema). Every free text a person
+typed (questions, answers, feedback reasons, handoff transcripts) goes through `bot.answer.safety.redact_pii`
+before it is written. Each write is one transaction; SQLite writers take the lock at BEGIN (IMMEDIATE) and wait
+for it, Postgres row locks serialise handoff moves, so concurrent writers across threads and processes queue
+instead of failing. One Store is safe to share between Streamlit sessions, API worker threads and processes.
 """
 
 from __future__ import annotations
@@ -13,211 +14,49 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, StoreError
 from bot.core.models import Answer, Audience
+from bot.store.records import (
+    HANDOFF_STATUSES,
+    AuditEntry,
+    CitedDocument,
+    ContentGap,
+    Handoff,
+    StaleCitation,
+    Summary,
+    cluster_questions,
+    iso,
+    now_utc,
+    percentile,
+    since_iso,
+)
+from bot.store.schema import (
+    REVISIONS,
+    SCHEMA_VERSION,
+    create_store_engine,
+    migrate,
+    safe_url,
+    schema_version,
+    sqlite_url,
+)
+
+__all__ = ["HANDOFF_STATUSES", "REVISIONS", "SCHEMA_VERSION", "AuditEntry", "CitedDocument", "ContentGap",
+           "Handoff", "StaleCitation", "Store", "Summary", "cluster_questions"]
 
 log = logging.getLogger(__name__)
-
-HANDOFF_STATUSES = ("open", "claimed", "closed")
-
-# Ordered, append-only: never edit a released migration, add a new one.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "initial schema", """
-        CREATE TABLE conversations (
-            id          TEXT PRIMARY KEY,
-            surface     TEXT NOT NULL,
-            user        TEXT,
-            created_at  TEXT NOT NULL,
-            updated_at  TEXT NOT NULL
-        );
-        CREATE TABLE messages (
-            id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-            conversation_id     TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-            created_at          TEXT NOT NULL,
-            surface             TEXT NOT NULL,
-            user                TEXT,
-            question            TEXT NOT NULL,
-            standalone_question TEXT,
-            answer              TEXT,
-            citations           TEXT NOT NULL DEFAULT '[]',
-            refused             INTEGER NOT NULL DEFAULT 0,
-            refusal_reason      TEXT,
-            confidence          REAL,
-            escalation          TEXT,
-            latency_ms          REAL,
-            timings             TEXT,
-            composer            TEXT,
-            error               TEXT
-        );
-        CREATE TABLE feedback (
-            id              INTEGER PRIMARY KEY AUTOINCREMENT,
-            message_id      INTEGER NOT NULL UNIQUE REFERENCES messages(id) ON DELETE CASCADE,
-            conversation_id TEXT NOT NULL,
-            rating          INTEGER NOT NULL CHECK (rating IN (-1, 1)),
-            reason          TEXT,
-            user            TEXT,
-            created_at      TEXT NOT NULL
-        );
-        CREATE TABLE handoffs (
-            id              INTEGER PRIMARY KEY AUTOINCREMENT,
-            conversation_id TEXT NOT NULL,
-            status          TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'claimed', 'closed')),
-            transcript      TEXT NOT NULL,
-            contact         TEXT,
-            reason          TEXT,
-            created_at      TEXT NOT NULL,
-            updated_at      TEXT NOT NULL,
-            claimed_by      TEXT,
-            closed_note     TEXT
-        );
-        CREATE TABLE audit_log (
-            id              INTEGER PRIMARY KEY AUTOINCREMENT,
-            at              TEXT NOT NULL,
-            who             TEXT,
-            surface         TEXT,
-            action          TEXT NOT NULL,
-            conversation_id TEXT,
-            message_id      INTEGER,
-            documents       TEXT NOT NULL DEFAULT '[]',
-            detail          TEXT
-        );
-    """),
-    (2, "indexes for the console's analytics and queues", """
-        CREATE INDEX idx_messages_created ON messages(created_at);
-        CREATE INDEX idx_messages_conversation ON messages(conversation_id, id);
-        CREATE INDEX idx_handoffs_status ON handoffs(status, created_at);
-        CREATE INDEX idx_audit_at ON audit_log(at);
-    """),
-    (3, "messages.outcome: answered | caution | refused (issue 11); older rows derived from refused", """
-        ALTER TABLE messages ADD COLUMN outcome TEXT;
-        UPDATE messages SET outcome = CASE WHEN error IS NOT NULL THEN NULL
-                                           WHEN refused = 1 THEN 'refused' ELSE 'answered' END
-    """),
-]
-
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-
-# ---- records handed to callers ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Handoff:
-    """A help-center conversation handed to a human, with its (redacted) transcript."""
-
-    id: int
-    conversation_id: str
-    status: str
-    transcript: list[dict[str, str]]
-    contact: str | None
-    reason: str | None
-    created_at: str
-    updated_at: str
-    claimed_by: str | None = None
-    closed_note: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """Who did what, when, and which document versions were cited."""
-
-    id: int
-    at: str
-    who: str | None
-    surface: str | None
-    action: str
-    conversation_id: str | None
-    message_id: int | None
-    documents: list[dict[str, Any]]
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Headline numbers of the Analytics page over a time window."""
-
-    questions: int
-    answered: int
-    refused: int
-    errors: int
-    answer_rate: float | None  # answered / questions
-    refusal_rate: float | None  # refused / questions
-    feedback_count: int
-    feedback_score: float | None  # mean rating in [-1, 1]
-    positive_share: float | None  # thumbs up / all ratings: the CSAT proxy
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-
-
-@dataclass
-class ContentGap:
-    """Unanswered questions that mean the same thing: one missing or weak piece of content."""
-
-    label: str  # the most frequently asked wording
-    count: int
-    questions: list[str] = field(default_factory=list)
-    last_asked: str = ""
-
-
-@dataclass(frozen=True)
-class CitedDocument:
-    """How often a document was cited, and which versions."""
-
-    doc_id: str
-    title: str
-    citations: int
-    answers: int
-    versions: tuple[str, ...]
-    last_cited: str
-
-
-@dataclass(frozen=True)
-class StaleCitation:
-    """A document that is still being cited although it is past review or superseded."""
-
-    doc_id: str
-    title: str
-    citations: int
-    last_cited: str
-    reasons: tuple[str, ...]
-    review_due: str = ""
-    superseded_by: str = ""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(at: datetime | None) -> str:
-    at = at or _now()
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def _since_iso(days: int | None, now: datetime | None = None) -> str:
-    """ISO lower bound of a window of `days` whole days ending today (all time when None)."""
-    if days is None:
-        return ""
-    start = (now or _now()).astimezone(UTC).date() - timedelta(days=days - 1)
-    return datetime(start.year, start.month, start.day, tzinfo=UTC).isoformat(timespec="milliseconds")
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 def _default_redact() -> Callable[[str], str]:
@@ -227,60 +66,53 @@ def _default_redact() -> Callable[[str], str]:
     return redact_pii
 
 
+def run_sql(conn: sa.Connection, sql: str, args: Sequence[Any] = ()) -> sa.MappingResult:
+    """Execute sql whose `?` placeholders take args in order; rows come back as mappings.
+
+    One SQL string serves SQLite and Postgres: SQLAlchemy's text() binds the values for either driver."""
+    parts = sql.split("?")
+    named = "".join(p + (f":p{i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+    return conn.execute(sa.text(named), {f"p{i}": v for i, v in enumerate(args)}).mappings()
+
+
 class Store:
-    """The SQLite store every surface shares; safe across threads and processes."""
+    """The store every surface shares (SQLite file or Postgres); safe across threads and processes."""
 
     def __init__(self, settings_or_path: Settings | Path | str, redact: Callable[[str], str] | None = None):
-        if isinstance(settings_or_path, Settings):
-            self.path = Path(settings_or_path.db_path)
+        self.path: Path | None = None
+        if isinstance(settings_or_path, Settings) and settings_or_path.database_url:
+            self.url = settings_or_path.database_url
+        elif isinstance(settings_or_path, str) and "://" in settings_or_path:
+            self.url = settings_or_path
         else:
-            self.path = Path(settings_or_path)
+            path = settings_or_path.db_path if isinstance(settings_or_path, Settings) else settings_or_path
+            self.path = Path(path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only from the first byte: the store holds (redacted) conversations and transcripts. SQLite
+                # gives its -wal and -shm files the main file's mode.
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+                os.chmod(self.path, 0o600)
+            except OSError as exc:
+                raise StoreError(f"Cannot create the store {self.path}: {exc.strerror}; make its folder writable or "
+                                 "point --data-dir (POLICYDESK_DATA_DIR) elsewhere") from exc
+            self.url = sqlite_url(self.path)
+        self.where = str(self.path) if self.path is not None else safe_url(self.url)
         self._redact_fn = redact
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Owner-only from the first byte: the store holds (redacted) conversations and transcripts. SQLite
-            # gives its -wal and -shm files the main file's mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            os.chmod(self.path, 0o600)
-        except OSError as exc:
-            raise StoreError(f"Cannot create the store {self.path}: {exc.strerror}; make its folder writable or "
-                             "point --data-dir (POLICYDESK_DATA_DIR) elsewhere") from exc
+        self.engine = create_store_engine(self.url)
+        self.dialect = self.engine.dialect.name
         self.migrate()
 
     # ---- plumbing ------------------------------------------------------------------------------------------
-    def _thread_connection(self) -> sqlite3.Connection:
-        """This thread's connection to the store, opened on first use."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=True)
-            except sqlite3.Error as exc:
-                raise StoreError(f"Cannot open the store {self.path}: {exc}") from exc
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode up to the last checkpoint
-            self._local.conn = conn
-        return conn
-
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection in one transaction: committed on success, rolled back on error."""
-        conn = self._thread_connection()
+    def _connect(self) -> Iterator[sa.Connection]:
+        """A connection in one transaction: committed on success, rolled back on error."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.engine.begin() as conn:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._local.conn = None  # a broken connection is not reused
-            conn.close()
-            raise StoreError(f"Store {self.path} failed: {exc}. If the file is corrupt, move it aside; "
-                             "a new one is created on the next start.") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"Store {self.where} failed: {getattr(exc, 'orig', None) or exc}. If it is a SQLite "
+                             "file that is corrupt, move it aside; a new one is created on the next start.") from exc
 
     def redact(self, text: str | None) -> str | None:
         """PII-redacted text (None stays None)."""
@@ -291,58 +123,33 @@ class Store:
         return self._redact_fn(text)
 
     def migrate(self) -> int:
-        """Apply pending migrations in order; returns the schema version now in the file."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"Cannot open the store {self.path}: {exc}") from exc
-        try:
-            # WAL lets the console read analytics while the API writes; it persists in the file.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("BEGIN IMMEDIATE")  # two processes starting at once must not both migrate
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
-                         "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
-            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-            if current > SCHEMA_VERSION:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"Store {self.path} has schema version {current}, newer than this PolicyDesk "
-                                 f"({SCHEMA_VERSION}); upgrade PolicyDesk or point POLICYDESK_DATA_DIR elsewhere.")
-            for version, description, sql in MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in (s.strip() for s in sql.split(";")):
-                    if statement:
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                             (version, description, _iso(None)))
-                log.info("store %s migrated to schema %d (%s)", self.path, version, description)
-                current = version
-            conn.execute("COMMIT")
-            return current
-        except sqlite3.DatabaseError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"Store {self.path} could not be migrated: {exc}") from exc
-        finally:
-            conn.close()
+        """Apply pending migrations in order; returns the schema version now in the database."""
+        if self.path is not None and self.path.exists() and self.path.stat().st_size and \
+                not self.path.read_bytes()[:16].startswith(b"SQLite format 3"):
+            raise StoreError(f"Store {self.path} could not be migrated: the file is not a SQLite database. Move "
+                             "it aside; a new one is created on the next start.")
+        return migrate(self.engine)
 
     def schema_version(self) -> int:
-        """The highest migration applied to the file."""
+        """The schema version of the database (the position of its Alembic revision)."""
         with self._connect() as conn:
-            return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            return schema_version(conn)
+
+    def close(self) -> None:
+        """Close the pooled connections (tests and short-lived tools)."""
+        self.engine.dispose()
 
     # ---- conversations and answers ---------------------------------------------------------------------------
     def new_conversation(self, surface: str, user: str | None = None, at: datetime | None = None) -> str:
         """Start a conversation; returns its id."""
         cid = uuid.uuid4().hex
         with self._connect() as conn:
-            self._ensure_conversation(conn, cid, surface, user, _iso(at))
+            self._ensure_conversation(conn, cid, surface, user, iso(at))
         return cid
 
     @staticmethod
-    def _ensure_conversation(conn: sqlite3.Connection, cid: str, surface: str, user: str | None, at: str) -> None:
-        conn.execute("INSERT INTO conversations (id, surface, user, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+    def _ensure_conversation(conn: sa.Connection, cid: str, surface: str, user: str | None, at: str) -> None:
+        run_sql(conn, "INSERT INTO conversations (id, surface, \"user\", created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
                      "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
                      (cid, surface, user, at, at))
 
@@ -359,20 +166,20 @@ class Store:
         if latency_ms is None and timings.get("total") is not None:
             latency_ms = float(timings["total"]) * 1000.0
         esc = asdict(answer.escalation) if answer.escalation is not None else None
-        when = _iso(at)
+        when = iso(at)
         with self._connect() as conn:
             self._ensure_conversation(conn, conversation_id, surface, user, when)
-            cur = conn.execute(
-                "INSERT INTO messages (conversation_id, created_at, surface, user, question, standalone_question, "
+            cur = run_sql(conn,
+                "INSERT INTO messages (conversation_id, created_at, surface, \"user\", question, standalone_question, "
                 "answer, citations, refused, refusal_reason, confidence, escalation, latency_ms, timings, composer, "
-                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (conversation_id, when, surface, user, self.redact(question),
                  self.redact(answer.standalone_question or None), self.redact(answer.text),
                  json.dumps(citations), int(answer.refused), answer.refusal_reason or None,
                  answer.confidence, json.dumps(esc) if esc else None, latency_ms, json.dumps(timings),
                  answer.composer or None, answer.outcome or ("refused" if answer.refused else "answered")),
             )
-            message_id = int(cur.lastrowid)
+            message_id = int(cur.one()["id"])
             docs = [{"doc_id": c["doc_id"], "version": c["version"], "chunk_id": c["chunk_id"]} for c in citations]
             self._audit(conn, "answer", user, surface, conversation_id, message_id, docs,
                         "refused" if answer.refused else None, when)
@@ -381,16 +188,16 @@ class Store:
     def log_question(self, conversation_id: str, question: str, surface: str, user: str | None = None,
                      error: str | None = None, at: datetime | None = None) -> int:
         """Record a question that produced no answer (rejected input, endpoint down); returns the message id."""
-        when = _iso(at)
+        when = iso(at)
         with self._connect() as conn:
             self._ensure_conversation(conn, conversation_id, surface, user, when)
-            cur = conn.execute(
-                "INSERT INTO messages (conversation_id, created_at, surface, user, question, error) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+            cur = run_sql(conn,
+                "INSERT INTO messages (conversation_id, created_at, surface, \"user\", question, error) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 # a rejected question can be huge: keep enough to recognise it, not the whole payload
                 (conversation_id, when, surface, user, self.redact(question[:2000]), self.redact(error)),
             )
-            message_id = int(cur.lastrowid)
+            message_id = int(cur.one()["id"])
             self._audit(conn, "question_failed", user, surface, conversation_id, message_id, [],
                         self.redact(error), when)
         return message_id
@@ -398,7 +205,7 @@ class Store:
     def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """The stored turns of a conversation, oldest first (question, answer, citations, feedback)."""
         with self._connect() as conn:
-            rows = conn.execute(
+            rows = run_sql(conn,
                 "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.id",
                 (conversation_id,)).fetchall()
@@ -407,7 +214,7 @@ class Store:
     def get_message(self, message_id: int) -> dict[str, Any]:
         """One stored message with its feedback, or StoreError if it does not exist."""
         with self._connect() as conn:
-            row = conn.execute(
+            row = run_sql(conn,
                 "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.id = ?", (message_id,)).fetchone()
         if row is None:
@@ -415,7 +222,7 @@ class Store:
         return self._message_dict(row)
 
     @staticmethod
-    def _message_dict(row: sqlite3.Row) -> dict[str, Any]:
+    def _message_dict(row: RowMapping) -> dict[str, Any]:
         d = dict(row)
         d["citations"] = json.loads(d["citations"] or "[]")
         d["timings"] = json.loads(d["timings"]) if d.get("timings") else {}
@@ -434,7 +241,7 @@ class Store:
         sql += " ORDER BY m.id DESC LIMIT ?"
         args.append(limit)
         with self._connect() as conn:
-            return [self._message_dict(r) for r in conn.execute(sql, args).fetchall()]
+            return [self._message_dict(r) for r in run_sql(conn, sql, args).fetchall()]
 
     # ---- feedback ----------------------------------------------------------------------------------------------
     def add_feedback(self, conversation_id: str, message_id: int, rating: int, reason: str | None = None,
@@ -443,18 +250,18 @@ class Store:
         if rating not in (1, -1):
             raise InputRejectedError(f"Feedback rating must be +1 or -1, not {rating!r}.")
         reason = (reason or "").strip()[:2000] or None
-        when = _iso(at)
+        when = iso(at)
         with self._connect() as conn:
-            row = conn.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = run_sql(conn, "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None or row["conversation_id"] != conversation_id:
                 raise StoreError(f"No answer {message_id} in conversation {conversation_id}; feedback not stored.")
-            cur = conn.execute(
-                "INSERT INTO feedback (message_id, conversation_id, rating, reason, user, created_at) "
+            cur = run_sql(conn,
+                "INSERT INTO feedback (message_id, conversation_id, rating, reason, \"user\", created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET rating = excluded.rating, "
-                "reason = excluded.reason, user = excluded.user, created_at = excluded.created_at "
+                "reason = excluded.reason, \"user\" = excluded.\"user\", created_at = excluded.created_at "
                 "RETURNING id",
                 (message_id, conversation_id, rating, self.redact(reason), user, when))
-            fid = int(cur.fetchone()[0])
+            fid = int(cur.one()["id"])
             self._audit(conn, "feedback", user, None, conversation_id, message_id, [],
                         f"rating {rating:+d}", when)
         return fid
@@ -468,14 +275,14 @@ class Store:
             text = turn.get("text", turn.get("content", ""))
             role = str(turn.get("role", "user"))
             turns.append({"role": role, "text": self.redact(str(text)) or ""})
-        when = _iso(at)
+        when = iso(at)
         with self._connect() as conn:
-            cur = conn.execute(
+            cur = run_sql(conn,
                 "INSERT INTO handoffs (conversation_id, status, transcript, contact, reason, created_at, updated_at) "
-                "VALUES (?, 'open', ?, ?, ?, ?, ?)",
+                "VALUES (?, 'open', ?, ?, ?, ?, ?) RETURNING id",
                 (conversation_id, json.dumps(turns), (contact or "").strip()[:320] or None,
                  self.redact((reason or "").strip()[:2000] or None), when, when))
-            hid = int(cur.lastrowid)
+            hid = int(cur.one()["id"])
             self._audit(conn, "handoff", None, "widget", conversation_id, None, [], f"handoff {hid} opened", when)
         return hid
 
@@ -491,12 +298,12 @@ class Store:
         sql += " ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'claimed' THEN 1 ELSE 2 END, created_at, id LIMIT ?"
         args.append(limit)
         with self._connect() as conn:
-            return [self._handoff(r) for r in conn.execute(sql, args).fetchall()]
+            return [self._handoff(r) for r in run_sql(conn, sql, args).fetchall()]
 
     def get_handoff(self, handoff_id: int) -> Handoff:
         """One handoff, or StoreError when the id is unknown."""
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+            row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
         if row is None:
             raise StoreError(f"No handoff with id {handoff_id}.")
         return self._handoff(row)
@@ -515,25 +322,26 @@ class Store:
 
     def _move_handoff(self, handoff_id: int, agent: str, to: str, allowed_from: tuple[str, ...],
                       note: str | None = None) -> Handoff:
-        when = _iso(None)
+        when = iso(None)
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""  # SQLite: BEGIN IMMEDIATE already serialises
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+            row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?" + lock, (handoff_id,)).fetchone()
             if row is None:
                 raise StoreError(f"No handoff with id {handoff_id}.")
             if row["status"] not in allowed_from:
                 holder = f" by {row['claimed_by']}" if row["claimed_by"] else ""
                 raise StoreError(f"Handoff {handoff_id} is {row['status']}{holder}; it cannot be {to} now.")
             claimed_by = agent if to == "claimed" else (None if to == "open" else row["claimed_by"] or agent)
-            conn.execute("UPDATE handoffs SET status = ?, claimed_by = ?, updated_at = ?, "
+            run_sql(conn, "UPDATE handoffs SET status = ?, claimed_by = ?, updated_at = ?, "
                          "closed_note = COALESCE(?, closed_note) WHERE id = ?",
                          (to, claimed_by, when, self.redact(note), handoff_id))
             self._audit(conn, f"handoff_{to}", agent, "console", row["conversation_id"], None, [],
                         f"handoff {handoff_id}", when)
-            row = conn.execute("SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
+            row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
         return self._handoff(row)
 
     @staticmethod
-    def _handoff(row: sqlite3.Row) -> Handoff:
+    def _handoff(row: RowMapping) -> Handoff:
         d = dict(row)
         d["transcript"] = json.loads(d["transcript"] or "[]")
         return Handoff(**d)
@@ -541,16 +349,16 @@ class Store:
     def handoff_counts(self) -> dict[str, int]:
         """Number of handoffs per status."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT status, COUNT(*) AS n FROM handoffs GROUP BY status").fetchall()
+            rows = run_sql(conn, "SELECT status, COUNT(*) AS n FROM handoffs GROUP BY status").fetchall()
         counts = {s: 0 for s in HANDOFF_STATUSES}
         counts.update({r["status"]: r["n"] for r in rows})
         return counts
 
     # ---- audit log ---------------------------------------------------------------------------------------------
-    def _audit(self, conn: sqlite3.Connection, action: str, who: str | None, surface: str | None,
+    def _audit(self, conn: sa.Connection, action: str, who: str | None, surface: str | None,
                conversation_id: str | None, message_id: int | None, docs: list[dict[str, Any]],
                detail: str | None, at: str) -> None:
-        conn.execute("INSERT INTO audit_log (at, who, surface, action, conversation_id, message_id, documents, "
+        run_sql(conn, "INSERT INTO audit_log (at, who, surface, action, conversation_id, message_id, documents, "
                      "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      (at, who, surface, action, conversation_id, message_id, json.dumps(docs), detail))
 
@@ -561,7 +369,7 @@ class Store:
         """Append an entry to the audit log (answers, feedback and handoff moves are audited automatically)."""
         with self._connect() as conn:
             self._audit(conn, action, who, surface, conversation_id, message_id, documents or [],
-                        self.redact(detail), _iso(at))
+                        self.redact(detail), iso(at))
 
     def audit_log(self, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
         """The newest audit entries first."""
@@ -573,15 +381,15 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         with self._connect() as conn:
-            rows = conn.execute(sql, args).fetchall()
+            rows = run_sql(conn, sql, args).fetchall()
         return [AuditEntry(**{**dict(r), "documents": json.loads(r["documents"] or "[]")}) for r in rows]
 
     # ---- analytics ---------------------------------------------------------------------------------------------
     def questions_per_day(self, days: int | None = 30, now: datetime | None = None) -> list[dict[str, Any]]:
         """Per UTC day: questions, answered, refused and errors (days with no questions included as zeros)."""
-        since = _since_iso(days, now)
+        since = since_iso(days, now)
         with self._connect() as conn:
-            rows = conn.execute(
+            rows = run_sql(conn,
                 "SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS questions, "
                 "SUM(CASE WHEN error IS NULL AND refused = 0 THEN 1 ELSE 0 END) AS answered, "
                 "SUM(refused) AS refused, SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END) AS errors "
@@ -589,7 +397,7 @@ class Store:
         by_day = {r["day"]: dict(r) for r in rows}
         if days is None:
             return list(by_day.values())
-        today = (now or _now()).astimezone(UTC).date()
+        today = (now or now_utc()).astimezone(UTC).date()
         out = []
         for i in range(days - 1, -1, -1):
             day = (today - timedelta(days=i)).isoformat()
@@ -598,39 +406,40 @@ class Store:
 
     def summary(self, days: int | None = 30, now: datetime | None = None) -> Summary:
         """Answer and refusal rates, feedback score and latency percentiles over the window."""
-        since = _since_iso(days, now)
+        since = since_iso(days, now)
         with self._connect() as conn:
-            row = conn.execute(
+            row = run_sql(conn,
                 "SELECT COUNT(*) AS q, SUM(CASE WHEN error IS NULL AND refused = 0 THEN 1 ELSE 0 END) AS a, "
                 "COALESCE(SUM(refused), 0) AS r, SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END) AS e "
                 "FROM messages WHERE created_at >= ?", (since,)).fetchone()
-            fb = conn.execute(
+            fb = run_sql(conn,
                 "SELECT COUNT(*) AS n, AVG(f.rating) AS score, SUM(CASE WHEN f.rating > 0 THEN 1 ELSE 0 END) AS up "
                 "FROM feedback f JOIN messages m ON m.id = f.message_id WHERE m.created_at >= ?",
                 (since,)).fetchone()
-            lat = [r[0] for r in conn.execute(
+            lat = [r["latency_ms"] for r in run_sql(conn,
                 "SELECT latency_ms FROM messages WHERE created_at >= ? AND latency_ms IS NOT NULL AND error IS NULL",
                 (since,)).fetchall()]
         q = row["q"] or 0
         return Summary(
             questions=q, answered=row["a"] or 0, refused=row["r"] or 0, errors=row["e"] or 0,
             answer_rate=(row["a"] or 0) / q if q else None, refusal_rate=(row["r"] or 0) / q if q else None,
-            feedback_count=fb["n"] or 0, feedback_score=fb["score"],
+            feedback_count=fb["n"] or 0,
+            feedback_score=None if fb["score"] is None else float(fb["score"]),  # Postgres AVG is a Decimal
             positive_share=(fb["up"] or 0) / fb["n"] if fb["n"] else None,
-            latency_p50_ms=_percentile(lat, 50), latency_p95_ms=_percentile(lat, 95),
+            latency_p50_ms=percentile(lat, 50), latency_p95_ms=percentile(lat, 95),
         )
 
     def unanswered_questions(self, days: int | None = 30, include_downvoted: bool = True,
                              now: datetime | None = None, limit: int = 2000) -> list[dict[str, Any]]:
         """Questions the KB could not answer: refusals and caution answers (the exact detail was not in the KB),
         plus answers agents rated down (their reason included)."""
-        since = _since_iso(days, now)
+        since = since_iso(days, now)
         sql = ("SELECT m.id, m.question, m.created_at, m.refused, m.outcome, f.rating, f.reason FROM messages m "
                "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.created_at >= ? AND m.error IS NULL AND "
                "(m.refused = 1 OR m.outcome = 'caution'" + (" OR f.rating = -1)" if include_downvoted else ")") +
                " ORDER BY m.id DESC LIMIT ?")
         with self._connect() as conn:
-            return [dict(r) for r in conn.execute(sql, (since, limit)).fetchall()]
+            return [dict(r) for r in run_sql(conn, sql, (since, limit)).fetchall()]
 
     def content_gaps(self, embed: Callable[[list[str]], np.ndarray], days: int | None = 30,
                      threshold: float = 0.72, limit: int = 20, now: datetime | None = None) -> list[ContentGap]:
@@ -638,13 +447,15 @@ class Store:
         rows = self.unanswered_questions(days, now=now)
         return cluster_questions([(r["question"], r["created_at"]) for r in rows], embed, threshold)[:limit]
 
-    def _citation_rows(self, days: int | None, now: datetime | None) -> list[sqlite3.Row]:
-        since = _since_iso(days, now)
+    def _citation_rows(self, days: int | None, now: datetime | None) -> list[dict[str, Any]]:
+        """One row per citation of an answer in the window (the JSON is read here: portable across databases)."""
+        since = since_iso(days, now)
         with self._connect() as conn:
-            return conn.execute(
-                "SELECT m.id AS message_id, m.created_at, json_extract(c.value, '$.doc_id') AS doc_id, "
-                "json_extract(c.value, '$.title') AS title, json_extract(c.value, '$.version') AS version "
-                "FROM messages m, json_each(m.citations) c WHERE m.created_at >= ?", (since,)).fetchall()
+            rows = run_sql(conn, "SELECT id, created_at, citations FROM messages WHERE created_at >= ? AND "
+                                 "citations <> '[]'", (since,)).fetchall()
+        return [{"message_id": r["id"], "created_at": r["created_at"], "doc_id": c.get("doc_id"),
+                 "title": c.get("title"), "version": c.get("version")}
+                for r in rows for c in json.loads(r["citations"] or "[]") if c.get("doc_id")]
 
     def most_cited_documents(self, days: int | None = 30, limit: int = 15,
                              now: datetime | None = None) -> list[CitedDocument]:
@@ -685,40 +496,3 @@ class Store:
                 out.append(StaleCitation(doc.doc_id, meta.get("title") or doc.title, doc.citations, doc.last_cited,
                                          tuple(reasons), review_due, superseded_by))
         return out
-
-
-def cluster_questions(items: Sequence[tuple[str, str]], embed: Callable[[list[str]], np.ndarray],
-                      threshold: float = 0.72) -> list[ContentGap]:
-    """Greedy cosine clustering of (question, asked_at) pairs; each cluster is labelled by its commonest wording."""
-    if not items:
-        return []
-    # Identical wordings are one point with a weight, so repeated questions cost one embedding.
-    counts: dict[str, list[str]] = {}
-    for q, at in items:
-        key = " ".join(q.split())
-        counts.setdefault(key, []).append(at)
-    texts = sorted(counts, key=lambda t: (-len(counts[t]), t))
-    vecs = np.asarray(embed(texts), dtype=np.float32)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = vecs / np.where(norms == 0, 1, norms)
-    centroids: list[np.ndarray] = []
-    members: list[list[int]] = []
-    for i, v in enumerate(vecs):
-        if centroids:
-            sims = np.stack(centroids) @ v
-            best = int(np.argmax(sims))
-            if sims[best] >= threshold:
-                members[best].append(i)
-                c = vecs[members[best]].mean(axis=0)
-                centroids[best] = c / (np.linalg.norm(c) or 1.0)
-                continue
-        centroids.append(v.copy())
-        members.append([i])
-    gaps = []
-    for idx in members:
-        qs = [texts[i] for i in idx]
-        n = sum(len(counts[t]) for t in qs)
-        last = max(max(counts[t]) for t in qs)
-        gaps.append(ContentGap(label=qs[0], count=n, questions=qs, last_asked=last))
-    gaps.sort(key=lambda g: (-g.count, g.label))
-    return gaps

@@ -406,10 +406,10 @@ def _ingest_lock(key: str) -> threading.Lock:
 
 
 @_cache_resource
-def _store(db_path: str):
+def _store(path_or_url: str):
     from bot.store.sqlite import Store
 
-    return Store(Path(db_path))
+    return Store(path_or_url)
 
 
 @_cache_resource
@@ -435,8 +435,8 @@ def get_ingest_lock(settings: Settings) -> threading.Lock:
 
 
 def get_store(settings: Settings):
-    """The process-wide Store at settings.db_path."""
-    return _store(str(settings.db_path))
+    """The process-wide Store: POLICYDESK_DATABASE_URL when set, else the SQLite file at settings.db_path."""
+    return _store(settings.database_url or str(settings.db_path))
 
 
 def get_service(settings: Settings):
