@@ -105,7 +105,8 @@ def test_old_store_is_upgraded_in_place_and_keeps_its_data(tmp_path):
     assert s.schema_version() == SCHEMA_VERSION
     indexes = {r[0] for r in raw_rows(s, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "idx_messages_created" in indexes  # migration 2 ran on top of the stamped 1
-    assert s.conversation_messages("c1")[0]["question"] == "old question"
+    old = s.conversation_messages("c1")[0]
+    assert old["question"] == "old question" and old["outcome"] == "answered"  # migration 3 derived it
     mid = s.log_answer("c1", "new question", make_answer("new question"), "console")
     assert mid == 2
     # Opening again applies nothing twice.
