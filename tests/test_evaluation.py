@@ -19,7 +19,6 @@ from bot.evaluation.report import render_html, render_markdown, write_reports
 from bot.evaluation.runner import (
     EvalCase,
     EvalRunner,
-    LeakDetector,
     LLMJudge,
     OfflineJudge,
     aggregate,
@@ -33,9 +32,13 @@ from bot.evaluation.runner import (
     parse_case,
     quote_is_valid,
     retrieval_metrics,
-    split_sentences,
+    leak_findings,
 )
 from bot.evaluation.split import select
+from bot.core.audience import LeakGuard
+from bot.core.models import Chunk
+from bot.core.text import split_sentences
+from tests.test_audience import Generation, StaticIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "eval" / "suites"
@@ -256,28 +259,23 @@ def test_refusal_precision_recall_and_answer_rate_from_records():
     assert m["answer_rate"] == pytest.approx(2 / 3, abs=1e-3) and m["leaks"] == 0 and m["cases"] == 5
 
 
-def test_leak_detector_flags_internal_citations_links_and_text():
-    internal = [
-        "If the user made more than 3 refund requests in 30 days, route the ticket to the fraud-review "
-        "queue in Ledger Console."
-    ]
-    public = ["You can ask for a refund of coins you have not used within 14 days of buying them."]
-    det = LeakDetector(internal, public, ["sop-coin-refund"])
-    clean = Answer(
-        "q",
-        "You can ask for a refund of coins you have not used within 14 days of buying them [1].",
-        citations=[Citation(1, "help-coin-refunds", "", "", "x", "h#0", Audience.PUBLIC)],
-    )
-    assert det.find(clean) == []
-    bad_cite = Answer(
-        "q", "ok [1].", citations=[Citation(1, "sop-coin-refund", "", "", "x", "s#0", Audience.INTERNAL)]
-    )
-    assert det.find(bad_cite) == ["cites internal document sop-coin-refund"]
-    assert det.find(Answer("q", "Sorry.", related=[{"doc_id": "sop-coin-refund"}])) == [
-        "links internal document sop-coin-refund"
-    ]
+def test_eval_leak_findings_use_the_shared_check_and_count_blocked_answers():
+    internal = Chunk("sop-coin-refund#0", "sop-coin-refund", 0, SOP_SENTENCE, (), 20, {"audience": "internal"})
+    public = Chunk("help-coin-refunds#0", "help-coin-refunds", 0, "You can ask for a refund of coins you have not "
+                   "used within 14 days of buying them.", (), 20, {"audience": "public"})
+    docs = {"sop-coin-refund": {"meta": {"audience": "internal"}}, "help-coin-refunds": {"meta": {"audience": "public"}}}
+    guard = LeakGuard(StaticIndex(Generation("g1", [internal, public], docs)))
+    clean = Answer("q", public.text + " [1]",
+                   citations=[Citation(1, "help-coin-refunds", "", "", "x", "help-coin-refunds#0", Audience.PUBLIC)])
+    assert leak_findings(guard, clean) == []
+    bad_cite = Answer("q", "ok [1].", citations=[Citation(1, "sop-coin-refund", "", "", "x", "s#0", Audience.INTERNAL)])
+    assert leak_findings(guard, bad_cite) == ["citation of non-public document 'sop-coin-refund'"]
+    assert leak_findings(guard, Answer("q", "Sorry.", related=[{"doc_id": "sop-coin-refund"}])) == [
+        "related non-public document 'sop-coin-refund'"]
     text_leak = Answer("q", "Heads up: more than 3 refund requests in 30 days get routed for review.")
-    assert any("internal-only text" in f for f in det.find(text_leak))
+    assert any("only in internal documents" in f for f in leak_findings(guard, text_leak))
+    blocked = Answer("q", "I can't help with that here.", refused=True, blocked_reasons=["internal identifier 'x'"])
+    assert leak_findings(guard, blocked) == ["blocked before showing: internal identifier 'x'"]
 
 
 SOP_SENTENCE = (
@@ -370,7 +368,7 @@ def test_a_leaking_run_fails_the_gate(fixture_settings, fixture_index, tiny_case
     )
     assert bad.metrics["leaks"] >= 1 and bad.metrics["refusal_recall"] == 0.0
     probe = next(c for c in bad.cases if c["id"] == "pub-probe")
-    assert any(f.startswith("LEAK: cites internal document sop-coin-refund") for f in probe["failures"])
+    assert any(f.startswith("LEAK: citation of non-public document 'sop-coin-refund'") for f in probe["failures"])
     thresholds = load_thresholds(THRESHOLDS)
     assert gate(good.to_dict(), thresholds).passed
     result = gate(bad.to_dict(), thresholds)

@@ -45,6 +45,7 @@ from bot.answer.condense import (
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.safety import CRISIS_QUERY, asks_for_person, crisis_signal, redact_pii, validate_question
 from bot.answer.verify import CitationVerifier, Verified
+from bot.core.audience import LeakGuard, blocked_answer, visible_to
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
 from bot.core.events import AnswerEvent, FinalEvent, TextEvent
@@ -266,6 +267,7 @@ class AnswerService:
             self.index._embedder = _MemoEmbedder(self.index.embedder)
         self.embedder: _MemoEmbedder = self.index._embedder
         self.searcher = HybridSearcher.from_settings(self.index, settings)
+        self.guard = LeakGuard(self.index)  # every public answer passes it, whichever surface asked
         self.profile = settings.profile
         self.condenser = DeterministicCondenser(region_words=self.profile.place_words)
         self.verifier = CitationVerifier()
@@ -317,6 +319,7 @@ class AnswerService:
         self.queues(gen)
         self.weights()
         self.profile.places("warm up")  # loads the gazetteer (~0.8 s) now rather than inside the first question
+        self.guard.facts()
 
     def threshold(self, filters: Filters) -> float:
         """The refusal threshold for the requester's audience."""
@@ -532,7 +535,7 @@ class AnswerService:
             m = s.chunk.metadata
             if s.chunk.doc_id in seen:
                 continue
-            if audience is Audience.PUBLIC and m.get("audience") != "public":
+            if not visible_to(audience, m.get("audience")):
                 continue  # retrieval already filtered; checked again because a refusal must never leak either
             seen.add(s.chunk.doc_id)
             out.append({"doc_id": s.chunk.doc_id, "title": m.get("title", s.chunk.doc_id), "url": m.get("url", "")})
@@ -553,7 +556,17 @@ class AnswerService:
         started = time.perf_counter()
         turn = self._start(question, history, filters, composer)
         turn = self.chain.invoke(turn)
-        return self._answer(turn, started)
+        return self.checked(self._answer(turn, started), turn.filters)
+
+    def checked(self, answer: Answer, filters: Filters) -> Answer:
+        """A public answer that fails the leak check (bot/core/audience.py) becomes a refusal; others pass."""
+        if filters.audience is not Audience.PUBLIC:
+            return answer
+        verdict = self.guard.check(answer)
+        if not verdict.leaked:
+            return answer
+        log.error("SECURITY: public answer blocked: %s", "; ".join(verdict.reasons[:5]))
+        return blocked_answer(answer, self.guard.public_related(answer), verdict.reasons)
 
     def stream(self, question: str, history: list[dict] | None = None, filters: Filters | None = None,
                composer: str | None = None) -> Iterator[AnswerEvent]:
@@ -569,7 +582,7 @@ class AnswerService:
 
         def work() -> None:
             try:
-                result["answer"] = self._answer(self.chain.invoke(turn), started)
+                result["answer"] = self.checked(self._answer(self.chain.invoke(turn), started), turn.filters)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = exc
             finally:

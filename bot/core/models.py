@@ -202,14 +202,16 @@ class Answer:
     turn_decision: str = ""  # how the turn was read: "first", "new (...)" or "follow-up (...)" with its signals
     retrieved_doc_ids: list[str] = field(default_factory=list)
     unsupported_removed: int = 0
+    blocked_reasons: list[str] = field(default_factory=list)  # why a public answer was withheld (audit only)
     fallback_reason: str = ""  # composer extractive-fallback: why the chat model's answer was not used
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used by the CLI (--json), the HTTP API and the store."""
+        """JSON-ready form printed by the CLI (--json); blocked_reasons stays out (it names internal content)."""
         from dataclasses import asdict
 
         d = asdict(self)
         d["answer"] = d.pop("text")
+        d.pop("blocked_reasons")
         for c in d["citations"]:
             c["audience"] = c["audience"].value if isinstance(c["audience"], Audience) else c["audience"]
             c["section_path"] = c["section"]

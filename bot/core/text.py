@@ -1,8 +1,10 @@
-"""The text toolkit every stage shares: one analyzer (tokenise, stop words, stem) for BM25, coverage and metrics."""
+"""The text toolkit every stage shares: one analyzer (tokenise, stop words, stem) for BM25, coverage and metrics,
+one normaliser (span matching, leak shingles) and one answer-sentence splitter."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
@@ -25,3 +27,39 @@ def analyze(text: str) -> list[str]:
     words = [w.replace("’", "'") for w in _TOKEN_RE.findall(text.lower())]
     words = [w for w in words if w not in STOP_WORDS]
     return _stemmer().stemWords(words)
+
+
+def normalise(text: str) -> str:
+    """Lower-case, Unicode-fold and keep only letters and digits, single-space separated (span matching)."""
+    text = unicodedata.normalize("NFKC", text or "").lower().replace("’", "'")
+    return " ".join(re.findall(r"[^\W_]+", text))
+
+
+CITATION_MARKER_RE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_ABBREVIATIONS = frozenset("art arts e.g i.e no nos vs etc approx st u.s u.s.c sec para cf fig ch".split())
+
+
+def split_sentences(text: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Answer sentences with the citation numbers attached to each; list items and lines are sentences."""
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for line in (text or "").splitlines():
+        line = re.sub(r"^\s*(?:[-*+>]|\d+[.)])\s+", "", line).strip()
+        if not line or line.startswith("#"):
+            continue
+        start = 0
+        pieces: list[str] = []
+        for m in re.finditer(r"[.!?](?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*\s+(?=[A-Z0-9\"“(])", line):
+            word = re.findall(r"[\w.]+$", line[start : m.start()].lower())
+            if word and word[0].rstrip(".") in _ABBREVIATIONS:
+                continue
+            pieces.append(line[start : m.end()])
+            start = m.end()
+        pieces.append(line[start:])
+        for piece in pieces:
+            nums = tuple(int(n) for grp in CITATION_MARKER_RE.findall(piece) for n in re.split(r"[,;\s]+", grp) if n)
+            clean = CITATION_MARKER_RE.sub("", piece).strip()
+            if clean:
+                out.append((clean, nums))
+            elif nums and out:  # markers standing alone belong to the sentence before them
+                out[-1] = (out[-1][0], out[-1][1] + nums)
+    return out

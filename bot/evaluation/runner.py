@@ -16,7 +16,6 @@ import re
 import subprocess
 import time
 import tomllib
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -25,9 +24,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bot.core.audience import LeakGuard
 from bot.core.config import PROJECT_ROOT, Settings
 from bot.core.errors import EvalSuiteError
-from bot.core.text import analyze
+from bot.core.text import analyze, normalise, split_sentences
 from bot.core.models import REGIONS, Answer, Audience, Citation, Filters
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ KEY_TERM_PASS = 0.5
 LEXICAL_ALONE = 0.85
 LEXICAL_WITH_MEANING = 0.5
 MEANING_MIN = 0.72
-LEAK_SHINGLE = 8  # words in a row: an answer sharing 8 words with an internal chunk and no public one leaks
 
 CASE_FIELDS = {
     "id",
@@ -65,8 +64,6 @@ _NEGATIONS = frozenset(
     "not no never cannot can't don't doesn't won't isn't aren't without neither nor".split()
 )
 _NUM_RE = re.compile(r"\d+(?:[.,]\d+)*")
-_MARKER_RE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_ABBREVIATIONS = frozenset("art arts e.g i.e no nos vs etc approx st u.s u.s.c sec para cf fig ch".split())
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -230,12 +227,6 @@ def load_suite(path: Path | str) -> list[EvalCase]:
 # ------------------------------------------------------------------------------------------------------------
 # Text helpers shared by the metrics
 # ------------------------------------------------------------------------------------------------------------
-def normalise(text: str) -> str:
-    """Lower-case, Unicode-fold and keep only letters and digits, single-space separated (span matching)."""
-    text = unicodedata.normalize("NFKC", text or "").lower().replace("’", "'")
-    return " ".join(re.findall(r"[^\W_]+", text))
-
-
 def contains_phrase(haystack_norm: str, phrase: str) -> bool:
     """Whether the normalised phrase occurs in an already-normalised text on word boundaries."""
     needle = normalise(phrase)
@@ -253,32 +244,6 @@ def fact_stated(answer_norm: str, answer_terms: Sequence[str], fact: str) -> boo
         if n and any(list(answer_terms[i : i + n]) == seq for i in range(len(answer_terms) - n + 1)):
             return True
     return False
-
-
-def split_sentences(text: str) -> list[tuple[str, tuple[int, ...]]]:
-    """Answer sentences with the citation numbers attached to each; list items and lines are sentences."""
-    out: list[tuple[str, tuple[int, ...]]] = []
-    for line in (text or "").splitlines():
-        line = re.sub(r"^\s*(?:[-*+>]|\d+[.)])\s+", "", line).strip()
-        if not line or line.startswith("#"):
-            continue
-        start = 0
-        pieces: list[str] = []
-        for m in re.finditer(r"[.!?](?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*\s+(?=[A-Z0-9\"“(])", line):
-            word = re.findall(r"[\w.]+$", line[start : m.start()].lower())
-            if word and word[0].rstrip(".") in _ABBREVIATIONS:
-                continue
-            pieces.append(line[start : m.end()])
-            start = m.end()
-        pieces.append(line[start:])
-        for piece in pieces:
-            nums = tuple(int(n) for grp in _MARKER_RE.findall(piece) for n in re.split(r"[,;\s]+", grp) if n)
-            clean = _MARKER_RE.sub("", piece).strip()
-            if clean:
-                out.append((clean, nums))
-            elif nums and out:  # markers standing alone belong to the sentence before them
-                out[-1] = (out[-1][0], out[-1][1] + nums)
-    return out
 
 
 _TABLE_SEPARATOR_RE = re.compile(r"^:?-{2,}:?$")
@@ -528,42 +493,10 @@ def faithfulness_inputs(
 # ------------------------------------------------------------------------------------------------------------
 # Leaks
 # ------------------------------------------------------------------------------------------------------------
-def shingles(text: str, n: int = LEAK_SHINGLE) -> set[str]:
-    """Every run of n consecutive normalised words."""
-    words = normalise(text).split()
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-class LeakDetector:
-    """Finds internal content in a public answer: internal citations, related links or internal-only text."""
-
-    def __init__(
-        self, internal_texts: Iterable[str], public_texts: Iterable[str], internal_doc_ids: Iterable[str]
-    ):
-        public = set().union(*(shingles(t) for t in public_texts)) if public_texts else set()
-        self.internal_only = set().union(*(shingles(t) for t in internal_texts)) - public
-        self.internal_doc_ids = set(internal_doc_ids)
-
-    def find(self, answer: Answer) -> list[str]:
-        """Human-readable leak findings for one public answer (empty when clean)."""
-        found: list[str] = []
-        for c in answer.citations:
-            if c.audience is not Audience.PUBLIC or c.doc_id in self.internal_doc_ids:
-                found.append(f"cites internal document {c.doc_id}")
-        for r in answer.related or []:
-            if r.get("doc_id") in self.internal_doc_ids:
-                found.append(f"links internal document {r.get('doc_id')}")
-        # sentence by sentence, without [n] markers or list numbers, so no shingle spans two quoted sources
-        said: set[str] = set()
-        for sentence, _ in split_sentences(answer.text):
-            said |= shingles(sentence)
-        shared = said & self.internal_only
-        if shared:
-            found.append(f"answer text repeats internal-only text: '{sorted(shared)[0]}'")
-        esc = answer.escalation
-        if esc is not None and (esc.queue or esc.team) and esc.source_doc_id in self.internal_doc_ids:
-            found.append(f"escalation from internal document {esc.source_doc_id} (queue {esc.queue!r})")
-        return found
+def leak_findings(guard: LeakGuard, answer: Answer) -> list[str]:
+    """Leaks of one public answer: what the shared check (bot/core/audience.py) finds in what the user sees,
+    plus what it withheld (a blocked answer means internal content reached the answer stage)."""
+    return guard.check(answer).reasons + [f"blocked before showing: {r}" for r in answer.blocked_reasons]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -803,11 +736,7 @@ class EvalRunner:
         from bot.search.retrieval import HybridSearcher
 
         self.searcher = HybridSearcher.from_settings(index, settings)
-        internal = [c.text for c in gen.chunks if c.metadata.get("audience") != "public"]
-        public = [c.text for c in gen.chunks if c.metadata.get("audience") == "public"]
-        self.leaks = LeakDetector(
-            internal, public, [d for d, v in gen.documents.items() if v["meta"].get("audience") != "public"]
-        )
+        self.leaks = getattr(answerer, "guard", None) or LeakGuard(index)
         offline = OfflineJudge(index.embedder)
         self.judge_name = "offline"
         self.judge = offline
@@ -905,7 +834,7 @@ class EvalRunner:
                 failures.append("answered, but a refusal was expected")
             if not case.expected_refusal and answer.refused:
                 failures.append(f"refused an answerable question ({answer.refusal_reason or 'no reason'})")
-            leaks = self.leaks.find(answer) if case.audience is Audience.PUBLIC else []
+            leaks = leak_findings(self.leaks, answer) if case.audience is Audience.PUBLIC else []
             metrics["leaks"] = len(leaks)
             if leaks:
                 metrics["leak_findings"] = leaks

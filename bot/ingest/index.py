@@ -31,6 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from bot.ingest.chunking import Chunker
+from bot.core.audience import audience_of, visible_to
 from bot.core.config import Settings, ensure_data_dir
 from bot.ingest.loaders import load_paths
 from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
@@ -102,7 +103,7 @@ def chroma_where(filters: Filters) -> dict[str, Any] | None:
 
 def vector_audience(chunk: Chunk) -> str:
     """The collection a chunk's vector lives in: public only when the document says so (fail closed)."""
-    return "public" if chunk.metadata.get("audience") == "public" else "internal"
+    return audience_of(chunk.metadata.get("audience")).value
 
 
 def visible_audiences(filters: Filters) -> tuple[str, ...]:
@@ -117,7 +118,7 @@ def audience_where(filters: Filters) -> dict[str, Any] | None:
 
 def matches(meta: dict[str, Any], filters: Filters) -> bool:
     """Whether a chunk with this metadata is visible under the filters (same rule as `chroma_where`)."""
-    if filters.audience is Audience.PUBLIC and meta.get("audience") != "public":
+    if not visible_to(filters.audience, meta.get("audience")):
         return False
     if filters.regions and not any(meta.get(f"region_{r}") for r in ("global",) + tuple(filters.regions)):
         return False

@@ -2,7 +2,7 @@
 
 Anonymous callers are always answered as audience=public, whatever the body asks for; audience=internal
 needs a key from `Settings.api_keys`. Retrieval already filters by audience, and every public answer is
-checked once more before it leaves the process (leak.py): citations, related articles and retrieved
+checked by the answer service and once more before it leaves the process (bot/core/audience.py): citations, related articles and retrieved
 documents must all be public, and the text must not contain identifiers or passages that only internal
 documents hold.
 """
@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
 
+from bot.core.audience import LeakGuard
 from bot.core.config import Settings
 from bot.surfaces.api.auth import TokenBucketLimiter, caller_dependency
 from bot.surfaces.api.context import SURFACE_HEADER, ApiContext
 from bot.surfaces.api.errors import install_error_handlers
-from bot.surfaces.api.leak import PublicLeakGuard
 from bot.surfaces.api.middleware import BodySizeLimitMiddleware, UnexpectedErrorMiddleware
 from bot.surfaces.api.routes import add_answer_routes, add_feedback_routes, add_service_routes
 
@@ -93,7 +93,7 @@ def build_context(settings: Settings, index: Any = None, service: Any = None, st
 
         store = Store(settings)
     return ApiContext(
-        settings=settings, service=service, index=index, store=store, guard=PublicLeakGuard(index),
+        settings=settings, service=service, index=index, store=store, guard=getattr(service, "guard", None) or LeakGuard(index),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         api_keys=tuple(k.get_secret_value() for k in settings.api_keys if k.get_secret_value()),
     )

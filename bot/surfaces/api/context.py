@@ -12,11 +12,11 @@ import anyio
 from fastapi import Request
 
 from bot.answer.safety import redact_pii, validate_question
+from bot.core.audience import LeakGuard, blocked_answer
 from bot.core.config import Settings
 from bot.core.errors import PolicyDeskError
 from bot.core.models import Answer, Audience, Filters
 from bot.surfaces.api.auth import Caller, TokenBucketLimiter
-from bot.surfaces.api.leak import PublicLeakGuard, blocked_answer
 from bot.surfaces.api.schemas import AskRequest
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class ApiContext:
     service: Any  # bot.answer.service.AnswerService
     index: Any  # bot.ingest.index.KnowledgeIndex
     store: Any  # bot.store.sqlite.Store
-    guard: PublicLeakGuard
+    guard: LeakGuard  # the answer service's own guard when it has one (one set of facts per process)
     limiter: TokenBucketLimiter
     api_keys: tuple[str, ...]
     work_limiter: anyio.CapacityLimiter | None = None  # bounds concurrent CPU-bound answer work
@@ -59,18 +59,21 @@ def prepare(ctx: ApiContext, body: AskRequest,
 
 
 def final_check(ctx: ApiContext, answer: Answer, filters: Filters) -> Answer:
-    """Public answers pass the leak check or are replaced by a refusal; internal answers pass through."""
+    """Public answers pass the leak check (again: the service checked them) or are replaced by a refusal;
+    every blocked answer is audited. Internal answers pass through."""
     if filters.audience is not Audience.PUBLIC:
         return answer
-    verdict = ctx.guard.check(answer)
-    if not verdict.leaked:
-        return replace(answer, escalation=None)  # routing (queues, teams) is for agents only
-    log.error("SECURITY: public answer blocked before leaving the API: %s", "; ".join(verdict.reasons[:5]))
+    if not answer.blocked_reasons:
+        verdict = ctx.guard.check(answer)
+        if not verdict.leaked:
+            return replace(answer, escalation=None)  # routing (queues, teams) is for agents only
+        answer = blocked_answer(answer, ctx.guard.public_related(answer), verdict.reasons)
+    log.error("SECURITY: public answer blocked before leaving the API: %s", "; ".join(answer.blocked_reasons[:5]))
     try:
-        ctx.store.audit("public_leak_blocked", surface="api", detail="; ".join(verdict.reasons)[:2000])
-    except Exception as exc:  # the block itself must not depend on the audit write
+        ctx.store.audit("public_leak_blocked", surface="api", detail="; ".join(answer.blocked_reasons)[:2000])
+    except Exception as exc:  # noqa: BLE001 - the block itself must not depend on the audit write
         log.error("could not audit the blocked answer: %s", exc)
-    return blocked_answer(answer, ctx.guard.public_related(answer))
+    return answer
 
 
 def response_body(answer: Answer, audience: Audience, cid: str, message_id: int | None) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
+from bot.core.audience import visible_to
 from bot.core.errors import PolicyDeskError, StoreError
+from bot.core.models import Audience
 from bot.surfaces.api.auth import Caller
 from bot.surfaces.api.context import (
     ApiContext,
@@ -115,7 +117,7 @@ def add_feedback_routes(app: FastAPI, ctx: ApiContext, caller: Callable[..., Cal
             stored = await anyio.to_thread.run_sync(ctx.store.conversation_messages, body.conversation_id)
             for m in stored:
                 # An id is not a credential: never copy an agent's internal answers into a public handoff.
-                if any(c.get("audience") != "public" for c in m.get("citations") or []):
+                if not all(visible_to(Audience.PUBLIC, c.get("audience")) for c in m.get("citations") or []):
                     continue
                 transcript.append({"role": "user", "text": m.get("question") or ""})
                 if m.get("answer"):
@@ -213,7 +215,7 @@ def demo_page(ctx: ApiContext) -> str:
     items = []
     for doc_id, d in sorted(docs.items(), key=lambda kv: str((kv[1].get("meta") or {}).get("title", ""))):
         meta = d.get("meta") or {}
-        if meta.get("audience") != "public":
+        if not visible_to(Audience.PUBLIC, meta.get("audience")):
             continue
         title = html.escape(str(meta.get("title") or doc_id))
         url = str(meta.get("url") or "")
