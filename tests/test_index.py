@@ -205,11 +205,13 @@ def test_sigkill_mid_ingest_leaves_previous_index_serving(fixture_kb_dir, tmp_pa
     shutil.copytree(fixture_kb_dir, kb)
     data = tmp_path / "data"
     settings = Settings(data_dir=data, kb_dir=kb)
-    KnowledgeIndex(settings).sync()
+    env = dict(os.environ, POLICYDESK_DATA_DIR=str(data), POLICYDESK_KB_DIR=str(kb))
+    # built by a process of its own: this test process must not own the embedded store while the CLI ingests
+    subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     before = KnowledgeIndex(settings).require_generation()
     _write_bulk(kb / "bulk", 400)
 
-    env = dict(os.environ, POLICYDESK_DATA_DIR=str(data), POLICYDESK_KB_DIR=str(kb))
     proc = subprocess.Popen([sys.executable, "-m", "bot.surfaces.cli", "ingest"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = data / "embed_cache.sqlite"

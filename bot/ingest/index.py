@@ -3,8 +3,8 @@
 Layout under the data directory:
   chroma/                 embedded Chroma store (absent when a Chroma server is configured)
   embed_cache.sqlite      vectors by (embedder, text hash)
-  current.json            pointer to the generation being served (replaced atomically)
-  gen/<name>/manifest.json, chunks.jsonl   one complete generation
+  owner.lock, owner.json  the process that owns the embedded store (bot/ingest/chroma.py)
+  current.json, gen/      the generation being served and its files (bot/ingest/generations.py)
 Vectors live in one Chroma collection per audience: the public collection holds public chunks only, so a public
 search never touches an internal vector (and needs no `where` clause on audience, which is Chroma's slow path).
 An ingest writes the new chunks to Chroma, then a new generation, then swaps the pointer, then deletes stale
@@ -17,12 +17,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,163 +27,36 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from bot.ingest.chunking import Chunker
-from bot.core.audience import audience_of, visible_to
 from bot.core.config import Settings, ensure_data_dir
-from bot.ingest.loaders import load_paths
-from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
 from bot.core.errors import IndexUnavailableError
+from bot.core.models import Chunk, Document, Filters, SyncReport
+from bot.ingest.chroma import claim_embedded_store, open_chroma, register_chroma_ef
+from bot.ingest.chunking import Chunker
+from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
+from bot.ingest.generations import (
+    collect_garbage,
+    load_generation_files,
+    read_pointer,
+    swap_pointer,
+    write_generation,
+)
 from bot.ingest.lexical import LexicalIndex
-from bot.core.models import Audience, Chunk, Document, Filters, SyncReport
+from bot.ingest.loaders import load_paths
+from bot.ingest.metadata import (  # re-exported: callers import the filter rule from the index
+    NEVER,
+    audience_where,
+    chroma_where,
+    date_key,
+    doc_metadata,
+    matches,
+    vector_audience,
+    visible_audiences,
+)
 
 log = logging.getLogger(__name__)
 
-NEVER = 99991231  # superseded_ts of a document nothing replaces
 VECTOR_LAYOUT = "by-audience"  # manifest marker: one Chroma collection per audience
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def date_key(d: date | None) -> int:
-    """A date as a sortable integer YYYYMMDD (0 for none)."""
-    return d.year * 10000 + d.month * 100 + d.day if d else 0
-
-
-def doc_metadata(doc: Document, superseded_ts: int, superseded_by: str | None) -> dict[str, Any]:
-    """Flat, filterable metadata every chunk of a document carries (Chroma accepts scalars only)."""
-    meta: dict[str, Any] = {
-        "doc_id": doc.id,
-        "title": doc.title,
-        "audience": doc.audience.value,
-        "type": doc.type,
-        "version": doc.version,
-        "effective_date": doc.effective_date.isoformat() if doc.effective_date else "",
-        "effective_ts": date_key(doc.effective_date),
-        "superseded_ts": superseded_ts,
-        "superseded_by": superseded_by or "",
-        "supersedes": doc.supersedes or "",
-        "regions": ",".join(doc.regions),
-        "products": ",".join(doc.products),
-        "url": doc.url or "",
-        "owner": doc.owner or "",
-        "last_reviewed": doc.last_reviewed.isoformat() if doc.last_reviewed else "",
-        "review_due": doc.review_due().isoformat() if doc.review_due() else "",
-        "path": doc.path,
-    }
-    for r in doc.regions:
-        meta[f"region_{r}"] = True
-    for p in doc.products:
-        meta[f"product_{p}"] = True
-    if not doc.products:
-        meta["product_any"] = True
-    return meta
-
-
-def chroma_where(filters: Filters) -> dict[str, Any] | None:
-    """The Chroma `where` clause equivalent to `matches`; the audience rule is always part of it."""
-    clauses: list[dict[str, Any]] = []
-    if filters.audience is Audience.PUBLIC:
-        clauses.append({"audience": {"$eq": "public"}})
-    if filters.regions:
-        ors = [{f"region_{r}": {"$eq": True}} for r in ("global",) + tuple(filters.regions)]
-        clauses.append({"$or": ors})
-    if filters.products:
-        ors = [{f"product_{p}": {"$eq": True}} for p in ("any",) + tuple(filters.products)]
-        clauses.append({"$or": ors})
-    as_of = date_key(filters.as_of or date.today())
-    clauses.append({"effective_ts": {"$lte": as_of}})
-    if not filters.include_superseded:
-        clauses.append({"superseded_ts": {"$gt": as_of}})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def vector_audience(chunk: Chunk) -> str:
-    """The collection a chunk's vector lives in: public only when the document says so (fail closed)."""
-    return audience_of(chunk.metadata.get("audience")).value
-
-
-def visible_audiences(filters: Filters) -> tuple[str, ...]:
-    """The per-audience collections a requester may search: the public sees the public collection only."""
-    return ("public",) if filters.audience is Audience.PUBLIC else ("public", "internal")
-
-
-def audience_where(filters: Filters) -> dict[str, Any] | None:
-    """The part of the Chroma clause that is never left to post-filtering: public sees public only."""
-    return {"audience": {"$eq": "public"}} if filters.audience is Audience.PUBLIC else None
-
-
-def matches(meta: dict[str, Any], filters: Filters) -> bool:
-    """Whether a chunk with this metadata is visible under the filters (same rule as `chroma_where`)."""
-    if not visible_to(filters.audience, meta.get("audience")):
-        return False
-    if filters.regions and not any(meta.get(f"region_{r}") for r in ("global",) + tuple(filters.regions)):
-        return False
-    if filters.products and not any(meta.get(f"product_{p}") for p in ("any",) + tuple(filters.products)):
-        return False
-    as_of = date_key(filters.as_of or date.today())
-    if meta.get("effective_ts", 0) > as_of:
-        return False
-    if not filters.include_superseded and meta.get("superseded_ts", NEVER) <= as_of:
-        return False
-    return True
-
-
-def _register_chroma_ef():
-    """A Chroma embedding function that wraps ours, registered so reopening a collection never needs Chroma's."""
-    from chromadb.api.types import Documents, EmbeddingFunction
-    from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
-
-    if "policydesk" in known_embedding_functions:
-        return known_embedding_functions["policydesk"]
-
-    class PolicyDeskEF(EmbeddingFunction[Documents]):
-        """Delegates to the configured LangChain Embeddings; built lazily."""
-
-        def __init__(self, embedder=None, embedder_name: str = ""):
-            self._embedder = embedder
-            self._name = embedder_name
-
-        def __call__(self, input: Documents):
-            if self._embedder is None:
-                raise IndexUnavailableError("This collection is queried with precomputed PolicyDesk vectors only.")
-            return [np.asarray(v, dtype=np.float32) for v in self._embedder.embed_documents(list(input))]
-
-        @staticmethod
-        def name() -> str:
-            return "policydesk"
-
-        def get_config(self) -> dict[str, Any]:
-            return {"embedder": self._name}
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]) -> PolicyDeskEF:
-            return PolicyDeskEF(None, config.get("embedder", ""))
-
-        def default_space(self):
-            return "cosine"
-
-    register_embedding_function(PolicyDeskEF)
-    return PolicyDeskEF
-
-
-def open_chroma(settings: Settings):
-    """A Chroma client: HttpClient when a server is configured, else a PersistentClient under the data dir."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    if settings.chroma_host:
-        try:
-            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
-        except Exception as exc:
-            raise IndexUnavailableError(
-                f"Chroma server at {settings.chroma_host}:{settings.chroma_port} is not reachable ({exc}). "
-                "Start it with `uv run chroma run --path DIR --host 127.0.0.1 --port PORT` or unset "
-                "POLICYDESK_CHROMA_HOST to use the embedded store."
-            ) from exc
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
 
 
 class Generation:
@@ -245,7 +115,10 @@ class KnowledgeIndex:
         self._embedder = embedder
         self._embedder_name = embedder_id(settings)
         self._client = None
+        self._owner: Any = None  # the owner lock of an embedded store, held as long as this index lives
         self._collections: dict[str, Any] = {}
+        self._open_lock = threading.Lock()  # Chroma's client fails when several threads create it at once
+        self.search_failure: str | None = None  # why the last vector search failed; None once one succeeds
         self._generation: Generation | None = None
         self._pointer_mtime: float | None = None
 
@@ -265,9 +138,16 @@ class KnowledgeIndex:
         """The Chroma collection of one audience ("public" or "internal"; None: the single collection of indexes
         built before vectors were split by audience), always opened with our embedding function."""
         key = audience or ""
-        if key not in self._collections:
-            ef_cls = _register_chroma_ef()
+        found = self._collections.get(key)
+        if found is not None:
+            return found
+        with self._open_lock:
+            if key in self._collections:
+                return self._collections[key]
+            ef_cls = register_chroma_ef()
             if self._client is None:
+                if not self.settings.chroma_host:
+                    self._owner = claim_embedded_store(self.data_dir)
                 self._client = open_chroma(self.settings)
             name = f"{self._collection_base}-{audience}" if audience else self._collection_base
             try:
@@ -279,7 +159,13 @@ class KnowledgeIndex:
                 )
             except Exception as exc:
                 raise IndexUnavailableError(f"Could not open Chroma collection '{name}': {exc}") from exc
-        return self._collections[key]
+            return self._collections[key]
+
+    def open(self) -> None:
+        """Open the Chroma client and the collections now (a server's warm-up), not in the first requests."""
+        gen = self.generation()
+        for aud in ("public", "internal") if gen is None or gen.split_by_audience else (None,):
+            self.collection(aud)
 
     def vector_ids(self) -> set[str]:
         """Ids of every vector stored for this index, across the per-audience collections."""
@@ -305,20 +191,16 @@ class KnowledgeIndex:
                 out[cid] = np.asarray(vec, dtype=np.float32)
         return out
 
-    @property
-    def _pointer(self) -> Path:
-        return self.data_dir / "current.json"
-
     def generation(self) -> Generation | None:
         """The generation being served, reloaded when another process swapped the pointer."""
-        try:
-            mtime = self._pointer.stat().st_mtime_ns
-        except FileNotFoundError:
+        pointer = read_pointer(self.data_dir)
+        if pointer is None:
             return None
-        if self._generation is None or mtime != self._pointer_mtime:
-            name = json.loads(self._pointer.read_text())["generation"]
-            self._generation = self._load_generation(name)
-            self._pointer_mtime = mtime
+        stamp, name = pointer
+        if self._generation is None or stamp != self._pointer_mtime:
+            manifest, chunks = load_generation_files(self.data_dir, name)
+            self._generation = Generation(name, manifest, chunks)
+            self._pointer_mtime = stamp
         return self._generation
 
     def require_generation(self) -> Generation:
@@ -330,17 +212,6 @@ class KnowledgeIndex:
                 "which ingests kb/ on first start)."
             )
         return gen
-
-    def _load_generation(self, name: str) -> Generation:
-        gdir = self.data_dir / "gen" / name
-        manifest = json.loads((gdir / "manifest.json").read_text())
-        chunks: list[Chunk] = []
-        with (gdir / "chunks.jsonl").open() as fh:
-            for line in fh:
-                d = json.loads(line)
-                chunks.append(Chunk(d["chunk_id"], d["doc_id"], d["ordinal"], d["text"],
-                                    tuple(d["section_path"]), d["token_count"], d["metadata"]))
-        return Generation(name, manifest, chunks)
 
     # ---- ingest ----------------------------------------------------------------------------------------
     def sync(self, paths: Iterable[Path] | None = None, rebuild: bool = False,
@@ -404,6 +275,7 @@ class KnowledgeIndex:
 
         if not (report.added or report.updated or report.removed) and old is not None and not rebuild:
             report.chunks_total = len(old.chunks)
+            self._finish_interrupted(old)
             return report
 
         # Chunk and embed what is new or changed.
@@ -441,14 +313,15 @@ class KnowledgeIndex:
             "docs": manifest_docs,
             "last_sync": {**report.summary(), "failed_files": report.failed},
         }
-        name = self._write_generation(manifest, live)
-        self._swap_pointer(name)
+        name = write_generation(self.data_dir, manifest, live)
+        swap_pointer(self.data_dir, name)
+        self._generation = None
         if progress:
             progress("cleanup", 0, 1)
         self._delete_stale(live)
         if legacy:
             self._drop_legacy_collection()
-        self._gc_generations(keep=name)
+        collect_garbage(self.data_dir, keep=name)
         if progress:
             progress("cleanup", 1, 1)
         return report
@@ -485,30 +358,6 @@ class KnowledgeIndex:
                     progress("store", stored, len(chunks))
         return embedded
 
-    def _write_generation(self, manifest: dict[str, Any], chunks: list[Chunk]) -> str:
-        gen_root = self.data_dir / "gen"
-        gen_root.mkdir(exist_ok=True)
-        name = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 1_000_000:06d}"
-        tmp = Path(tempfile.mkdtemp(dir=gen_root, prefix=".tmp-"))
-        with (tmp / "chunks.jsonl").open("w") as fh:
-            for c in chunks:
-                fh.write(json.dumps(asdict(c)) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(manifest))
-        for f in tmp.iterdir():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, gen_root / name)
-        return name
-
-    def _swap_pointer(self, name: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".current-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"generation": name}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._pointer)
-        self._generation = None
-
     def _delete_stale(self, live: list[Chunk]) -> None:
         """Remove vectors no generation serves any more (orphans of an interrupted ingest, and a document's old
         vectors in the other collection when its audience changed)."""
@@ -519,6 +368,17 @@ class KnowledgeIndex:
             for start in range(0, len(stale), 5000):
                 self.collection(aud).delete(ids=stale[start : start + 5000])
 
+    def _finish_interrupted(self, gen: Generation) -> None:
+        """Clean up after a run killed between the pointer swap and its cleanup: otherwise an unchanged KB
+        returns early and its orphan vectors and old generation folder stay for good."""
+        leftovers = collect_garbage(self.data_dir, keep=gen.name)
+        stale = gen.split_by_audience and self.vector_count() != len(gen.chunks)
+        if stale:
+            self._delete_stale(gen.chunks)
+        if leftovers or stale:
+            log.info("Cleaned up after an interrupted ingest in %s: %s%s", self.data_dir, ", ".join(leftovers),
+                     " and orphan vectors" if stale else "")
+
     def _drop_legacy_collection(self) -> None:
         try:
             self.collection(None)  # opens the client and confirms the name
@@ -526,12 +386,6 @@ class KnowledgeIndex:
         except Exception as exc:  # noqa: BLE001 - the new generation serves already; an old collection is only space
             log.warning("Could not delete the old single collection %s: %s", self._collection_base, exc)
         self._collections.pop("", None)
-
-    def _gc_generations(self, keep: str) -> None:
-        gen_root = self.data_dir / "gen"
-        for d in gen_root.iterdir():
-            if d.name != keep:
-                shutil.rmtree(d, ignore_errors=True)
 
     # ---- search ----------------------------------------------------------------------------------------
     def dense_search(self, query: str | np.ndarray, filters: Filters, k: int) -> list[tuple[Chunk, float]]:
@@ -564,10 +418,13 @@ class KnowledgeIndex:
             try:
                 res = self.collection(aud).query(query_embeddings=[vec], n_results=min(n, size), where=clause,
                                                  include=["distances"])
-            except IndexUnavailableError:
+            except IndexUnavailableError as exc:
+                self.search_failure = str(exc)
                 raise
             except Exception as exc:
-                raise IndexUnavailableError(f"Vector search failed: {exc}") from exc
+                self.search_failure = f"Vector search failed: {exc}"
+                raise IndexUnavailableError(self.search_failure) from exc
+            self.search_failure = None
             hits.extend((float(d), cid) for cid, d in zip(res["ids"][0], res["distances"][0]))
         hits.sort()
         out: list[tuple[Chunk, float]] = []

@@ -106,6 +106,9 @@ def warm_up(ctx: ApiContext) -> None:
             log.warning("No index in %s yet: /v1/ask answers 503 until `policydesk ingest` runs.",
                         ctx.settings.data_dir)
             return
+        opener = getattr(ctx.index, "open", None)
+        if opener is not None:  # the Chroma client, once and under the index's lock, before any request
+            opener()
         ctx.guard.facts()
         warm = getattr(ctx.service, "warm", None)
         if warm is not None:

@@ -144,7 +144,8 @@ def add_service_routes(app: FastAPI, ctx: ApiContext, version: str) -> None:
     @app.get("/v1/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}},
              tags=["service"], summary="Liveness and index status")
     async def health() -> Any:
-        """200 with document and chunk counts when an index is being served, else 503."""
+        """200 with document and chunk counts when an index is being served; 503 with the reason when none is,
+        or when searches are failing (status degraded)."""
         try:
             gen = await anyio.to_thread.run_sync(ctx.index.generation)
         except Exception as exc:  # a broken index is exactly what health must report, not raise
@@ -159,9 +160,13 @@ def add_service_routes(app: FastAPI, ctx: ApiContext, version: str) -> None:
             chat_state, where = await anyio.to_thread.run_sync(ctx.service.composer("chat").endpoint_state)
             if chat_state != "ok":
                 detail = f"The chat model endpoint is unreachable ({where}); answers fall back to extractive."
-        return HealthResponse(status="ok" if chat_state in (None, "ok") else "degraded", version=version,
-                              documents=len(gen.documents), chunks=len(gen.chunks), generation=gen.name,
-                              composer=ctx.settings.composer, chat_endpoint=chat_state, detail=detail)
+        # A failing vector search means no answers at all (503); a down chat endpoint only means extractive ones.
+        failure = getattr(ctx.index, "search_failure", None)
+        body = HealthResponse(status="ok" if chat_state in (None, "ok") and not failure else "degraded",
+                              version=version, documents=len(gen.documents), chunks=len(gen.chunks),
+                              generation=gen.name, composer=ctx.settings.composer, chat_endpoint=chat_state,
+                              detail=failure or detail)
+        return JSONResponse(body.model_dump(), status_code=503) if failure else body
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget_js() -> Response:
