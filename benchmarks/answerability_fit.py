@@ -86,7 +86,7 @@ def main() -> None:
     p.add_argument("--l2", type=float, default=0.01)
     p.add_argument("--answer-rate", type=float, default=0.93,
                    help="Answer at least this share of each suite's answerable cases (threshold choice).")
-    p.add_argument("--caution-refuse", type=float, default=0.02,
+    p.add_argument("--caution-refuse", type=float, default=0.01,
                    help="Agents: refuse at most this share of kb_agent's answerable fit cases (caution threshold).")
     p.add_argument("--current", action="store_true", help="Score with the shipped weights instead of refitting.")
     a = p.parse_args()

@@ -131,9 +131,9 @@ class Settings(BaseSettings):
         None, description="Optional separate threshold for agents (audience internal); unset = refusal_threshold."
     )
     caution_threshold: float = Field(
-        0.42, description="Agents only: answerability at or above this but below the answer threshold gets outcome "
+        0.40, description="Agents only: answerability at or above this but below the answer threshold gets outcome "
         "`caution` (closest guidance, marked not confirmed) instead of a refusal; the highest threshold refusing "
-        "at most 0.02 of the answerable cases of kb_agent's FIT half (benchmarks/answerability_fit.py)."
+        "at most 0.01 of the answerable cases of kb_agent's FIT half (benchmarks/answerability_fit.py)."
     )
     answer_max_sentences: int = Field(3, description="Extractive answers: most sentences/items outside a how-to.")
     answer_max_steps: int = Field(12, description="Extractive answers: most numbered steps kept together.")
