@@ -70,3 +70,12 @@ def test_condenser_drops_replaced_places_only():
     assert "berlin" not in [t.lower() for t in out.carried_terms] and "data" in out.carried_terms
     same = cond.run("and what is the deadline extension?", DSAR, weights)
     assert "berlin" in [t.lower() for t in same.carried_terms]  # no new place named: the region is carried
+
+
+def test_a_follow_up_with_its_own_topic_carries_no_words():
+    weights = TermWeights({"vulnerability": 2, "advisor": 2, "version": 5, "steps": 9}, 50)
+    prior = ["I currently have Vulnerability Advisor version 3"]
+    out = DeterministicCondenser().run("What are the steps to obtain Vulnerability Advisor v4?",
+                                       [{"role": "user", "text": prior[0]}], weights)
+    assert out.decision == "follow-up" and out.signals[0].startswith("shares terms")
+    assert out.carried_terms == () and out.retrieval_query == out.question  # the history still steers the search
