@@ -33,7 +33,7 @@ from bot.answer.service import AnswerService
 from bot.core.config import Settings
 from bot.ingest.loaders import load_paths
 from bot.ingest.embeddings import LocalMiniLMEmbeddings
-from bot.evaluation.runner import load_suite
+from bot.evaluation.suites import load_suite
 from bot.answer.safety import trim_history
 from bot.ingest.index import KnowledgeIndex
 from bot.core.units import split_units

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bot.answer import assess
 from bot.answer.service import AnswerService, Turn
 from bot.core.config import Settings
-from bot.evaluation.runner import load_suite
+from bot.evaluation.suites import load_suite
 from bot.evaluation.split import select
 from bot.answer.safety import trim_history
 from bot.ingest.index import KnowledgeIndex

@@ -192,7 +192,7 @@ def langchain_recipe(corpus: str, workdir: Path, embedder):
 
 def check_half(corpus: str, questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The questions of the corpus's check half (bot/evaluation/split.py): what anything fitted is reported on."""
-    from bot.evaluation.runner import load_suite
+    from bot.evaluation.suites import load_suite
     from bot.evaluation.split import half
 
     halves = {c.id: half(c) for c in load_suite(CORPORA / corpus / "qa.jsonl")}

@@ -16,24 +16,19 @@ import pytest
 from bot.core.errors import EvalSuiteError
 from bot.core.models import Answer, Audience, Citation, Filters
 from bot.evaluation.report import render_html, render_markdown, write_reports
-from bot.evaluation.runner import (
-    EvalCase,
-    EvalRunner,
-    LLMJudge,
-    OfflineJudge,
+from bot.evaluation.gate import gate, load_thresholds
+from bot.evaluation.judges import LLMJudge, OfflineJudge
+from bot.evaluation.metrics import (
     aggregate,
     citation_precision,
     fact_recall,
-    gate,
     key_terms,
-    load_run,
-    load_suite,
-    load_thresholds,
-    parse_case,
+    leak_findings,
     quote_is_valid,
     retrieval_metrics,
-    leak_findings,
 )
+from bot.evaluation.runner import EvalRunner, load_run
+from bot.evaluation.suites import EvalCase, load_suite, parse_case
 from bot.evaluation.split import select
 from bot.core.audience import LeakGuard
 from bot.core.models import Chunk

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer.service import find_escalation, queue_table
+from bot.answer.escalation import find_escalation, queue_table
 from bot.core.config import Settings
 from bot.core.profile import PROFILE_FILE, KBProfile, ProfileError, load_profile, parse_profile
 from bot.core.units import region_conflict

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from bot.evaluation.runner import EvalCase
+from bot.evaluation.suites import EvalCase
 
 SPLIT_SEED = "policydesk-fit-check-v1"  # changing it re-deals every suite: refit everything after a change
 SPLITS = ("all", "fit", "check")

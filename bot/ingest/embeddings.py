@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -211,3 +212,47 @@ def embed_with_cache(embedder: Embeddings, cache: EmbeddingCache, texts: Sequenc
     if not texts:
         return np.zeros((0, 384), dtype=np.float32), 0
     return np.stack([vectors[i] for i in range(len(texts))]).astype(np.float32), len(missing)
+
+
+class MemoEmbedder:
+    """Wraps an embedder with a small LRU so the question and frequent units are embedded once per process."""
+
+    def __init__(self, inner, size: int = 4096):
+        self.inner = inner
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+        self.dimension = getattr(inner, "dimension", None)
+
+    def embed_array(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, computing only those not seen recently."""
+        texts = list(texts)
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vecs = np.asarray(self.inner.embed_array(missing), dtype=np.float32)
+            with self._lock:
+                for t, v in zip(missing, vecs):
+                    self._cache[t] = v
+                    if len(self._cache) > self._size:
+                        self._cache.popitem(last=False)
+        with self._lock:
+            rows = []
+            for t in texts:
+                v = self._cache.get(t)
+                if v is None:  # evicted between the two locks under heavy concurrency
+                    v = np.asarray(self.inner.embed_array([t])[0], dtype=np.float32)
+                else:
+                    self._cache.move_to_end(t)
+                rows.append(v)
+        if not rows:
+            return np.zeros((0, self.dimension or 384), dtype=np.float32)
+        return np.stack(rows)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """LangChain interface."""
+        return self.embed_array(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """LangChain interface."""
+        return self.embed_array([text])[0].tolist()

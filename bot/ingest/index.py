@@ -130,6 +130,11 @@ class KnowledgeIndex:
             self._embedder = build_embeddings(self.settings)
         return self._embedder
 
+    @embedder.setter
+    def embedder(self, value) -> None:
+        """Swap in a wrapping embedder (the answer service's memo); the vectors it returns must be the same."""
+        self._embedder = value
+
     @property
     def _collection_base(self) -> str:
         return f"{self.settings.collection}-{hashlib.sha1(self._embedder_name.encode()).hexdigest()[:8]}"

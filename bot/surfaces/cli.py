@@ -267,7 +267,8 @@ def eval_run(
                               "(bot/evaluation/split.py; fitted numbers are reported on check, docs/quality.md)."),
 ) -> None:
     """Answer every case of a suite and write per-case and aggregate metrics to a run file."""
-    from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256, load_suite
+    from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256
+    from bot.evaluation.suites import load_suite
     from bot.evaluation.split import SPLIT_SEED, SPLITS, select
     from bot.ingest.index import KnowledgeIndex
     from bot.evaluation.report import metrics_table
@@ -331,7 +332,8 @@ def eval_gate(
                                             "(default: the run's suite name)."),
 ) -> None:
     """Exit 1 when a run's metrics miss the thresholds, naming each metric that failed."""
-    from bot.evaluation.runner import gate, load_run, load_thresholds
+    from bot.evaluation.gate import gate, load_thresholds
+    from bot.evaluation.runner import load_run
 
     result = gate(load_run(run_file), load_thresholds(thresholds), suite_set)
     for c in result.checks:
