@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 60
     handoff_webhook_url: str | None = None
     max_request_bytes: int = 64_000
+    max_header_bytes: int = Field(
+        65_536, gt=1024, description="Request line + headers larger than this get 400 and the connection is closed "
+        "as soon as the limit is reached (uvicorn's h11 parser; httptools has no limit)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto "
+        "are believed (uvicorn forwarded_allow_ips). Empty: the peer address is the client, whatever it sends."
+    )
 
     # Team deployment (docs/deploy.md, docs/console-auth.md)
     database_url: str | None = Field(

@@ -40,6 +40,10 @@ class StoreError(PolicyDeskError):
     """The SQLite store could not be opened or migrated, or a record (handoff, message) does not exist."""
 
 
+class RecordNotFoundError(StoreError):
+    """A conversation, message or handoff asked for does not exist (the store itself is fine)."""
+
+
 class EvalSuiteError(PolicyDeskError):
     """An evaluation suite, run file or thresholds file is missing or malformed."""
 

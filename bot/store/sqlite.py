@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
 from bot.core.config import Settings
-from bot.core.errors import InputRejectedError, StoreError
+from bot.core.errors import InputRejectedError, RecordNotFoundError, StoreError
 from bot.core.models import Answer, Audience
 from bot.store.records import (
     HANDOFF_STATUSES,
@@ -218,7 +218,7 @@ class Store:
                 "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.id = ?", (message_id,)).fetchone()
         if row is None:
-            raise StoreError(f"No message with id {message_id}.")
+            raise RecordNotFoundError(f"No message with id {message_id}.")
         return self._message_dict(row)
 
     @staticmethod
@@ -254,7 +254,7 @@ class Store:
         with self._connect() as conn:
             row = run_sql(conn, "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None or row["conversation_id"] != conversation_id:
-                raise StoreError(f"No answer {message_id} in conversation {conversation_id}; feedback not stored.")
+                raise RecordNotFoundError(f"No answer {message_id} in conversation {conversation_id}; feedback not stored.")
             cur = run_sql(conn,
                 "INSERT INTO feedback (message_id, conversation_id, rating, reason, \"user\", created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET rating = excluded.rating, "
@@ -305,7 +305,7 @@ class Store:
         with self._connect() as conn:
             row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
         if row is None:
-            raise StoreError(f"No handoff with id {handoff_id}.")
+            raise RecordNotFoundError(f"No handoff with id {handoff_id}.")
         return self._handoff(row)
 
     def claim_handoff(self, handoff_id: int, agent: str) -> Handoff:
@@ -327,7 +327,7 @@ class Store:
         with self._connect() as conn:
             row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?" + lock, (handoff_id,)).fetchone()
             if row is None:
-                raise StoreError(f"No handoff with id {handoff_id}.")
+                raise RecordNotFoundError(f"No handoff with id {handoff_id}.")
             if row["status"] not in allowed_from:
                 holder = f" by {row['claimed_by']}" if row["claimed_by"] else ""
                 raise StoreError(f"Handoff {handoff_id} is {row['status']}{holder}; it cannot be {to} now.")

@@ -372,13 +372,25 @@ def serve(
     if workers == 1:
         from bot.surfaces.api import create_app
 
-        uvicorn.run(create_app(s), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(s), host=host, port=port, log_level=log_level, **uvicorn_limits(s))
         return
     if _state.data_dir:
         # Worker processes build their own Settings from the environment; hand --data-dir on that way.
         os.environ["POLICYDESK_DATA_DIR"] = str(_state.data_dir)
     uvicorn.run("bot.surfaces.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+                log_level=log_level, **uvicorn_limits(s))
+
+
+def uvicorn_limits(s: Settings) -> dict:
+    """The HTTP-edge limits of `serve` (docs/api-limits.md): a bounded header size, and forwarded headers believed
+    only from the configured proxies (uvicorn's default believes 127.0.0.1, so any local caller could pick its
+    own rate-limit identity)."""
+    return {
+        "http": "h11",  # httptools reads headers of any size; h11 stops at h11_max_incomplete_event_size
+        "h11_max_incomplete_event_size": s.max_header_bytes,
+        "proxy_headers": bool(s.trusted_proxies),
+        "forwarded_allow_ips": list(s.trusted_proxies) or None,
+    }
 
 
 @users_app.command("add")

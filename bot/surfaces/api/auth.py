@@ -87,6 +87,14 @@ def caller_dependency(api_keys: tuple[str, ...], limiter: TokenBucketLimiter) ->
         """Identify the caller and spend a rate-limit token; a wrong key is a 401, never a downgrade."""
         ip = request.client.host if request.client else "unknown"
         presented = (cred.credentials if cred else None) or x_key
+        # Credentials that were sent but cannot be read (Basic/Token schemes, an empty Bearer or X-API-Key) are a
+        # 401 like a wrong key: answering them as public would hide the caller's mistake.
+        sent = request.headers.get("authorization") is not None or request.headers.get("x-api-key") is not None
+        if sent and not (presented or "").strip():
+            rate_limit(limiter, f"ip:{ip}")
+            raise ApiError(401, "malformed_credentials", "Send an API key as 'Authorization: Bearer KEY' or "
+                           "'X-API-Key: KEY', or send neither header to ask as a public user.",
+                           headers={"WWW-Authenticate": "Bearer"})
         key_id = None
         if presented:
             if any(hmac.compare_digest(presented.encode(), k.encode()) for k in api_keys):

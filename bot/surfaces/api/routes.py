@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from bot.core.audience import visible_to
-from bot.core.errors import PolicyDeskError, StoreError
+from bot.core.errors import PolicyDeskError, RecordNotFoundError, StoreError
 from bot.core.models import Audience
 from bot.surfaces.api.auth import Caller
 from bot.surfaces.api.context import (
@@ -102,7 +102,7 @@ def add_feedback_routes(app: FastAPI, ctx: ApiContext, caller: Callable[..., Cal
             fid = await anyio.to_thread.run_sync(
                 lambda: ctx.store.add_feedback(body.conversation_id, body.message_id, body.rating,
                                                body.reason, user=who.key_id))
-        except StoreError as exc:
+        except RecordNotFoundError as exc:  # any other store failure is a 503 without paths (errors.py)
             raise ApiError(404, "not_found", f"{exc} Rate an answer with the conversation_id and message_id "
                            "that /v1/ask returned.") from exc
         return FeedbackResponse(feedback_id=fid)

@@ -14,7 +14,33 @@ MAX_TRANSCRIPT_TURNS = 200
 MAX_TURN_CHARS = 8000
 
 
-class HistoryTurn(BaseModel):
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: text must be valid Unicode. JSON can carry a lone UTF-16 surrogate
+    ("\\ud800") that no UTF-8 store, log or model accepts; it is a 422 here, not a 500 later."""
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Any:
+        for name, value in self:
+            if _has_lone_surrogate(value):
+                raise ValueError(f"'{name}' contains an unpaired UTF-16 surrogate; send valid Unicode text")
+        return self
+
+
+class HistoryTurn(RequestModel):
     """One earlier turn of the conversation; `content` is accepted as an alias of `text`."""
 
     model_config = ConfigDict(extra="ignore")
@@ -34,7 +60,7 @@ class HistoryTurn(BaseModel):
         return {"role": self.role, "text": self.text if self.text is not None else (self.content or "")}
 
 
-class AskRequest(BaseModel):
+class AskRequest(RequestModel):
     """A question, the conversation so far, and optional narrowing filters."""
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={
@@ -132,7 +158,7 @@ class AskResponse(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestModel):
     """A thumbs up (+1) or down (-1) on one answer."""
 
     conversation_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -148,7 +174,7 @@ class FeedbackResponse(BaseModel):
     status: Literal["stored"] = "stored"
 
 
-class HandoffRequest(BaseModel):
+class HandoffRequest(RequestModel):
     """Hand the conversation to a person: the transcript, and how to reach the user (optional)."""
 
     conversation_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
