@@ -72,7 +72,7 @@ def test_condenser_drops_replaced_places_only():
     assert "berlin" in [t.lower() for t in same.carried_terms]  # no new place named: the region is carried
 
 
-def test_a_follow_up_with_its_own_topic_carries_no_words():
+def test_a_follow_up_naming_its_topic_carries_no_words():
     weights = TermWeights({"vulnerability": 2, "advisor": 2, "version": 5, "steps": 9}, 50)
     prior = ["I currently have Vulnerability Advisor version 3"]
     out = DeterministicCondenser().run("What are the steps to obtain Vulnerability Advisor v4?",

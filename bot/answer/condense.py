@@ -205,10 +205,10 @@ class DeterministicCondenser:
         if decision == "new":
             return Condensed(question, question, question, method="deterministic", decision="new",
                              signals=signals)
-        # a question with its own topic that continues the conversation (shared terms or documents) keeps the
-        # history for the search but carries no words: "steps to obtain Vulnerability Advisor v4?" after "I have
-        # version 3" must not search for version 3 (measured on mtrag: 2 of 127 questions lost otherwise)
-        leans = not signals[0].startswith(("shares terms", "same documents"))
+        # a follow-up that already names the topic (it shares the earlier turn's topical words) keeps the history
+        # for the search but carries no words: "steps to obtain Vulnerability Advisor v4?" after "I have version
+        # 3" must not search for version 3 (measured on mtrag: 2 of 127 questions lost otherwise)
+        leans = not signals[0].startswith("shares terms")
         terms = self.topic_terms(question, prior, weights) if leans else []
         if not terms:
             return Condensed(question, question, question, is_follow_up=True, method="deterministic",
