@@ -3,8 +3,6 @@ the eval records and the console marker; and the fixed fit/check split every fit
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from bot.answer import assess
@@ -15,7 +13,7 @@ from bot.core.models import Answer, Audience, Filters
 from bot.evaluation.metrics import aggregate
 from bot.evaluation.suites import EvalCase, parse_case
 from bot.evaluation.split import group_key, half, select
-from bot.store.sqlite import MIGRATIONS, Store
+from bot.store.sqlite import Store
 from bot.surfaces.console import CAUTION_MARKER, outcome_marker
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
@@ -112,31 +110,19 @@ def test_outcome_matches_refused_on_ordinary_answers(kb_service):
 # ---- store, eval records, console ---------------------------------------------------------------------------
 
 
-def test_store_records_outcome_and_migrates_old_rows(tmp_path, kb_service):
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                 "applied_at TEXT NOT NULL)")
-    for version, description, sql in MIGRATIONS:
-        if version > 2:
-            break
-        for statement in (s.strip() for s in sql.split(";")):
-            if statement:
-                conn.execute(statement)
-        conn.execute("INSERT INTO schema_version VALUES (?, ?, '2026-01-01')", (version, description))
-    conn.execute("INSERT INTO conversations VALUES ('c1', 'console', NULL, '2026-01-01', '2026-01-01')")
-    conn.execute("INSERT INTO messages (conversation_id, created_at, surface, question, refused) "
-                 "VALUES ('c1', '2026-01-01T00:00:00', 'console', 'old refused', 1)")
-    conn.commit()
-    conn.close()
-    store = Store(path)
-    assert [m["outcome"] for m in store.conversation_messages("c1")] == ["refused"]
+def test_store_records_outcome_and_caution_is_a_content_gap(tmp_path, kb_service):
+    # (the upgrade of a store written before `outcome` existed is covered in tests/test_store.py)
+    store = Store(tmp_path / "store.db")
     svc = AnswerService(kb_service.settings.model_copy(update={"refusal_threshold": 0.999,
                                                                 "caution_threshold": 0.0}), kb_service.index)
     caution = svc.ask("How do I request a refund for coins I bought by mistake?", [], INTERNAL)
     mid = store.log_answer("c2", "coins refund", caution, "console")
     assert store.get_message(mid)["outcome"] == "caution"
-    assert "coins refund" in [r["question"] for r in store.unanswered_questions(days=None)]  # a content gap
+    answered = kb_service.ask("How do I delete my account?", [], PUBLIC)
+    ok = store.log_answer("c3", "delete account", answered, "api")
+    assert store.get_message(ok)["outcome"] == "answered"
+    gaps = [r["question"] for r in store.unanswered_questions(days=None)]
+    assert "coins refund" in gaps and "delete account" not in gaps  # caution lands in the content-gap report
 
 
 def test_eval_aggregate_reports_the_outcome_rates():
