@@ -404,3 +404,14 @@ def test_many_writer_processes_lose_nothing(store):
     assert raw_rows(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'answer'") == [(expected,)]
     assert len(store.list_handoffs("open")) == 12
 
+
+
+def test_rate_limit_buckets_are_shared_by_every_store_on_the_database(store):
+    """Two Store objects (two API processes) draw from one bucket per client; it refills with wall time."""
+    other = Store(store.url)
+    got = [s.take_token("ip:203.0.113.7", 4, now=1000.0)[1] for s in (store, other, store, other, store, other)]
+    assert got == [True, True, True, True, False, False]
+    assert other.take_token("ip:198.51.100.1", 4, now=1000.0)[1]  # another client has its own bucket
+    assert store.take_token("ip:203.0.113.7", 4, now=1015.0)[1]  # 4/min: one token back after 15 s
+    assert not other.take_token("ip:203.0.113.7", 4, now=1015.0)[1]
+    other.close()

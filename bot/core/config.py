@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(default_factory=list, description="Keys allowed to ask as audience=internal.")
     cors_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8080", "http://localhost:8080"])
     rate_limit_per_minute: int = 60
+    rate_limit_shared: bool = Field(
+        False, description="Keep rate-limit buckets in the store, so API processes sharing it share one limit per "
+        "client (set for replicas; `serve --workers N` sets it)."
+    )
     handoff_webhook_url: str | None = None
     max_request_bytes: int = 64_000
     max_header_bytes: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,6 +95,23 @@ class StaleCitation:
     reasons: tuple[str, ...]
     review_due: str = ""
     superseded_by: str = ""
+
+
+def message_dict(row: Any) -> dict[str, Any]:
+    """A stored message row as a dict with its JSON columns decoded."""
+    d = dict(row)
+    d["citations"] = json.loads(d["citations"] or "[]")
+    d["timings"] = json.loads(d["timings"]) if d.get("timings") else {}
+    d["escalation"] = json.loads(d["escalation"]) if d.get("escalation") else None
+    d["refused"] = bool(d["refused"])
+    return d
+
+
+def handoff_from_row(row: Any) -> Handoff:
+    """A stored handoff row as a Handoff with its transcript decoded."""
+    d = dict(row)
+    d["transcript"] = json.loads(d["transcript"] or "[]")
+    return Handoff(**d)
 
 
 def now_utc() -> datetime:

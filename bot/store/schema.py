@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Ordered Alembic revisions; position + 1 is the schema version older releases recorded in `schema_version`.
-REVISIONS = ("0001_initial", "0002_indexes", "0003_outcome")
+REVISIONS = ("0001_initial", "0002_indexes", "0003_outcome", "0004_rate_limits")
 SCHEMA_VERSION = len(REVISIONS)
 _MIGRATION_LOCK = 7_140_014  # Postgres advisory lock id: two processes starting at once do not both migrate
 

@@ -1,8 +1,8 @@
 """The store: conversations, answers, feedback, handoffs and the audit log, plus the console's analytics.
 
-SQLite (one file at `Settings.db_path`) by default; Postgres for teams when `POLICYDESK_DATABASE_URL` is set. Both
-go through one SQLAlchemy engine and the same SQL, and the schema is created and upgraded by Alembic migrations
-(bot/store/migrations; an older SQLite file is upgraded in place, see bot.store.schema). Every free text a person
+SQLite (one file at `Settings.db_path`) by default; Postgres for teams when `POLICYDESK_DATABASE_URL` is set.
+Both go through one SQLAlchemy engine and the same SQL; Alembic migrations (bot/store/migrations) create and
+upgrade the schema, an older SQLite file in place (bot.store.schema). Every free text a person
 typed (questions, answers, feedback reasons, handoff transcripts) goes through `bot.answer.safety.redact_pii`
 before it is written. Each write is one transaction; SQLite writers take the lock at BEGIN (IMMEDIATE) and wait
 for it, Postgres row locks serialise handoff moves, so concurrent writers across threads and processes queue
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 
 from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, RecordNotFoundError, StoreError
@@ -38,7 +37,9 @@ from bot.store.records import (
     StaleCitation,
     Summary,
     cluster_questions,
+    handoff_from_row,
     iso,
+    message_dict,
     now_utc,
     percentile,
     since_iso,
@@ -209,7 +210,7 @@ class Store:
                 "SELECT m.*, f.rating, f.reason AS feedback_reason FROM messages m "
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.id",
                 (conversation_id,)).fetchall()
-        return [self._message_dict(r) for r in rows]
+        return [message_dict(r) for r in rows]
 
     def get_message(self, message_id: int) -> dict[str, Any]:
         """One stored message with its feedback, or StoreError if it does not exist."""
@@ -219,16 +220,7 @@ class Store:
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.id = ?", (message_id,)).fetchone()
         if row is None:
             raise RecordNotFoundError(f"No message with id {message_id}.")
-        return self._message_dict(row)
-
-    @staticmethod
-    def _message_dict(row: RowMapping) -> dict[str, Any]:
-        d = dict(row)
-        d["citations"] = json.loads(d["citations"] or "[]")
-        d["timings"] = json.loads(d["timings"]) if d.get("timings") else {}
-        d["escalation"] = json.loads(d["escalation"]) if d.get("escalation") else None
-        d["refused"] = bool(d["refused"])
-        return d
+        return message_dict(row)
 
     def recent_messages(self, limit: int = 50, surface: str | None = None) -> list[dict[str, Any]]:
         """The newest stored questions and answers, newest first."""
@@ -241,7 +233,7 @@ class Store:
         sql += " ORDER BY m.id DESC LIMIT ?"
         args.append(limit)
         with self._connect() as conn:
-            return [self._message_dict(r) for r in run_sql(conn, sql, args).fetchall()]
+            return [message_dict(r) for r in run_sql(conn, sql, args).fetchall()]
 
     # ---- feedback ----------------------------------------------------------------------------------------------
     def add_feedback(self, conversation_id: str, message_id: int, rating: int, reason: str | None = None,
@@ -254,7 +246,8 @@ class Store:
         with self._connect() as conn:
             row = run_sql(conn, "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None or row["conversation_id"] != conversation_id:
-                raise RecordNotFoundError(f"No answer {message_id} in conversation {conversation_id}; feedback not stored.")
+                raise RecordNotFoundError(f"No answer {message_id} in conversation {conversation_id}; "
+                                          "feedback not stored.")
             cur = run_sql(conn,
                 "INSERT INTO feedback (message_id, conversation_id, rating, reason, \"user\", created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO UPDATE SET rating = excluded.rating, "
@@ -265,6 +258,21 @@ class Store:
             self._audit(conn, "feedback", user, None, conversation_id, message_id, [],
                         f"rating {rating:+d}", when)
         return fid
+
+    # ---- rate limits shared by API processes ----------------------------------------------------------------------
+    def take_token(self, client: str, per_minute: int, now: float) -> tuple[float, bool]:
+        """Spend one token of client's bucket (capacity and refill per_minute) at wall time now, in one
+        transaction so replicas sharing this store share the limit; returns (tokens left, allowed)."""
+        capacity, rate = float(max(1, per_minute)), per_minute / 60.0
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        with self._connect() as conn:
+            row = run_sql(conn, "SELECT tokens, stamp FROM rate_limits WHERE client = ?" + lock, (client,)).fetchone()
+            tokens = capacity if row is None else min(capacity, row["tokens"] + max(0.0, now - row["stamp"]) * rate)
+            allowed = tokens >= 1.0
+            tokens -= 1.0 if allowed else 0.0
+            run_sql(conn, "INSERT INTO rate_limits (client, tokens, stamp) VALUES (?, ?, ?) ON CONFLICT(client) "
+                          "DO UPDATE SET tokens = excluded.tokens, stamp = excluded.stamp", (client, tokens, now))
+        return tokens, allowed
 
     # ---- handoffs ----------------------------------------------------------------------------------------------
     def add_handoff(self, conversation_id: str, transcript: list[dict[str, Any]], contact: str | None = None,
@@ -298,7 +306,7 @@ class Store:
         sql += " ORDER BY CASE status WHEN 'open' THEN 0 WHEN 'claimed' THEN 1 ELSE 2 END, created_at, id LIMIT ?"
         args.append(limit)
         with self._connect() as conn:
-            return [self._handoff(r) for r in run_sql(conn, sql, args).fetchall()]
+            return [handoff_from_row(r) for r in run_sql(conn, sql, args).fetchall()]
 
     def get_handoff(self, handoff_id: int) -> Handoff:
         """One handoff, or StoreError when the id is unknown."""
@@ -306,7 +314,7 @@ class Store:
             row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
         if row is None:
             raise RecordNotFoundError(f"No handoff with id {handoff_id}.")
-        return self._handoff(row)
+        return handoff_from_row(row)
 
     def claim_handoff(self, handoff_id: int, agent: str) -> Handoff:
         """An agent takes an open handoff; claiming one someone else holds is refused."""
@@ -338,13 +346,7 @@ class Store:
             self._audit(conn, f"handoff_{to}", agent, "console", row["conversation_id"], None, [],
                         f"handoff {handoff_id}", when)
             row = run_sql(conn, "SELECT * FROM handoffs WHERE id = ?", (handoff_id,)).fetchone()
-        return self._handoff(row)
-
-    @staticmethod
-    def _handoff(row: RowMapping) -> Handoff:
-        d = dict(row)
-        d["transcript"] = json.loads(d["transcript"] or "[]")
-        return Handoff(**d)
+        return handoff_from_row(row)
 
     def handoff_counts(self) -> dict[str, int]:
         """Number of handoffs per status."""

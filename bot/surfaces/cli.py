@@ -377,6 +377,8 @@ def serve(
     if _state.data_dir:
         # Worker processes build their own Settings from the environment; hand --data-dir on that way.
         os.environ["POLICYDESK_DATA_DIR"] = str(_state.data_dir)
+    # Each worker process would otherwise keep its own buckets: N workers would let N times the limit through.
+    os.environ.setdefault("POLICYDESK_RATE_LIMIT_SHARED", "true")
     uvicorn.run("bot.surfaces.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, **uvicorn_limits(s))
 

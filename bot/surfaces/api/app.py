@@ -16,12 +16,12 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from bot.core.audience import LeakGuard
 from bot.core.config import Settings
-from bot.surfaces.api.auth import TokenBucketLimiter, caller_dependency
+from bot.surfaces.api.auth import StoreLimiter, TokenBucketLimiter, caller_dependency
 from bot.surfaces.api.context import SURFACE_HEADER, ApiContext
 from bot.surfaces.api.errors import install_error_handlers
 from bot.surfaces.api.middleware import BodySizeLimitMiddleware, UnexpectedErrorMiddleware
@@ -93,8 +93,10 @@ def build_context(settings: Settings, index: Any = None, service: Any = None, st
 
         store = Store(settings)
     return ApiContext(
-        settings=settings, service=service, index=index, store=store, guard=getattr(service, "guard", None) or LeakGuard(index),
-        limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
+        settings=settings, service=service, index=index, store=store,
+        guard=getattr(service, "guard", None) or LeakGuard(index),
+        limiter=(StoreLimiter(store, settings.rate_limit_per_minute) if settings.rate_limit_shared
+                 else TokenBucketLimiter(settings.rate_limit_per_minute)),
         api_keys=tuple(k.get_secret_value() for k in settings.api_keys if k.get_secret_value()),
     )
 

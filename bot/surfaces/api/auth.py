@@ -10,11 +10,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from bot.surfaces.api.errors import ApiError
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -64,7 +66,24 @@ class TokenBucketLimiter:
         return allowed, wait, int(tokens)
 
 
-def rate_limit(limiter: TokenBucketLimiter, client: str) -> int:
+class StoreLimiter:
+    """The same token buckets kept in the store: every API process using that store shares one limit per client."""
+
+    def __init__(self, store: Any, per_minute: int):
+        self.store = store
+        self.per_minute = per_minute
+
+    def take(self, client: str, now: float | None = None) -> tuple[bool, float, int]:
+        """Spend one token; returns (allowed, seconds until the next token, tokens left)."""
+        if self.per_minute <= 0:
+            return True, 0.0, 0
+        # Wall-clock time, not monotonic: the stamps are compared across processes and machines.
+        tokens, allowed = self.store.take_token(client, self.per_minute, time.time() if now is None else now)
+        wait = 0.0 if allowed else (1.0 - tokens) / (self.per_minute / 60.0)
+        return allowed, wait, int(tokens)
+
+
+def rate_limit(limiter: TokenBucketLimiter | StoreLimiter, client: str) -> int:
     """Spend one token of `client`'s bucket or raise a 429 with Retry-After; returns the tokens left."""
     allowed, wait, left = limiter.take(client)
     if not allowed:
@@ -76,7 +95,7 @@ def rate_limit(limiter: TokenBucketLimiter, client: str) -> int:
     return left
 
 
-def caller_dependency(api_keys: tuple[str, ...], limiter: TokenBucketLimiter) -> Callable[..., Caller]:
+def caller_dependency(api_keys: tuple[str, ...], limiter: TokenBucketLimiter | StoreLimiter) -> Callable[..., Caller]:
     """The FastAPI dependency that identifies the caller and spends one rate-limit token per request."""
     bearer = HTTPBearer(auto_error=False, description="An API key from Settings.api_keys.")
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False,

@@ -16,7 +16,7 @@ from bot.core.audience import LeakGuard, blocked_answer
 from bot.core.config import Settings
 from bot.core.errors import PolicyDeskError
 from bot.core.models import Answer, Audience, Filters
-from bot.surfaces.api.auth import Caller, TokenBucketLimiter
+from bot.surfaces.api.auth import Caller, StoreLimiter, TokenBucketLimiter
 from bot.surfaces.api.schemas import AskRequest
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ApiContext:
     index: Any  # bot.ingest.index.KnowledgeIndex
     store: Any  # bot.store.sqlite.Store
     guard: LeakGuard  # the answer service's own guard when it has one (one set of facts per process)
-    limiter: TokenBucketLimiter
+    limiter: TokenBucketLimiter | StoreLimiter
     api_keys: tuple[str, ...]
     work_limiter: anyio.CapacityLimiter | None = None  # bounds concurrent CPU-bound answer work
 
