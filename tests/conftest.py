@@ -29,6 +29,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(probe_url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 180,
+                       expect_text: str | None = None) -> None:
+    """Poll probe_url until it answers 200 (and expect_text, when given); fail with the server's log if the
+    process exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = httpx.get(probe_url, timeout=2, trust_env=False)
+            if r.status_code == 200 and (expect_text is None or r.text == expect_text):
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{probe_url} did not come up: {log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
 def _write_pdf(path: Path) -> None:
     from fpdf import FPDF
 

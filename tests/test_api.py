@@ -9,12 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from api_harness import API_KEY, api_settings, free_port, running_api, serve_in_thread
+from conftest import wait_until_serving
 from pydantic import SecretStr
 
 from bot.answer.service import AnswerService
@@ -620,16 +620,7 @@ def test_serve_with_two_workers_against_a_chroma_server(chroma_server, kb_settin
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         base = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "serve --workers 2 did not become healthy"
-            time.sleep(0.5)
+        wait_until_serving(f"{base}/v1/health", proc, tmp_path / "serve.log")
         with httpx.Client(base_url=base, trust_env=False, timeout=120) as c:
             q = {"question": "How do I turn on two-factor authentication?"}
             answers = [c.post("/v1/ask", json=q).json() for _ in range(6)]

@@ -13,16 +13,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import CHROMIUM_ARGS, free_port
+from conftest import CHROMIUM_ARGS, free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_INPUT = '[data-testid="stChatInputTextArea"]'
@@ -45,16 +43,7 @@ def streamlit_server(data_dir: Path, kb_dir: Path, log_path: Path,
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
+            wait_until_serving(f"{url}/_stcore/health", proc, log_path, timeout=120, expect_text="ok")
             yield url
         finally:
             proc.terminate()

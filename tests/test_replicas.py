@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import free_port
+from conftest import free_port, wait_until_serving
 
 PER_MINUTE = 10  # refills one token every 6 s, so the test's own duration adds few tokens
 
@@ -33,16 +33,7 @@ def serve(data_dir: Path, kb_dir: Path, database_url: str, log_path: Path) -> It
                                  "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 300
-            while True:
-                try:
-                    if httpx.get(f"{url}/v1/health", timeout=2, trust_env=False).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"policydesk serve did not start: {log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+            wait_until_serving(f"{url}/v1/health", proc, log_path, timeout=300)
             yield url
         finally:
             proc.terminate()

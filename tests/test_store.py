@@ -338,44 +338,21 @@ def test_cluster_questions_threshold_controls_merging(embedder):
 
 
 # ---- concurrency ------------------------------------------------------------------------------------------------
-def test_one_store_shared_by_threads_loses_nothing(store):
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            cid = store.new_conversation("api")
-            for i in range(15):
-                mid = store.log_answer(cid, f"t{n} q{i}", make_answer("q"), "api")
-                store.add_feedback(cid, mid, 1 if i % 2 else -1)
-            store.add_handoff(cid, [{"role": "user", "text": f"t{n}"}])
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert raw_rows(store, "SELECT COUNT(*) FROM messages") == [(90,)]
-    assert raw_rows(store, "SELECT COUNT(*) FROM feedback") == [(90,)]
-    assert len(store.list_handoffs("open")) == 6
-    assert raw_rows(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'answer'") == [(90,)]
-
-
-def _write_many(url: str, worker: int, n: int) -> None:
-    """A separate process writing n answers, ratings and one handoff through its own Store."""
-    s = Store(url)
+def _write_many(url_or_store: str | Store, worker: int, n: int) -> None:
+    """n answers, ratings and one handoff, through a Store of its own (a process) or a shared one (a thread)."""
+    s = Store(url_or_store) if isinstance(url_or_store, str) else url_or_store
     cid = s.new_conversation("api")
     for i in range(n):
         mid = s.log_answer(cid, f"p{worker} q{i}", make_answer("q"), "api")
         s.add_feedback(cid, mid, 1)
     s.add_handoff(cid, [{"role": "user", "text": f"p{worker}"}])
-    s.close()
+    if s is not url_or_store:
+        s.close()
 
 
 def test_many_writer_processes_lose_nothing(store):
-    """Four processes (stand-ins for API replicas) and eight threads write at once: every row arrives."""
+    """Four processes (stand-ins for API replicas) with their own Store and eight threads sharing this one
+    write at once: every row arrives."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -386,7 +363,7 @@ def test_many_writer_processes_lose_nothing(store):
 
     def thread_writer(n: int) -> None:
         try:
-            _write_many(store.url, 100 + n, 10)
+            _write_many(store, 100 + n, 10)
         except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
