@@ -87,7 +87,8 @@ def test_chat_answers_with_citations_and_keeps_the_conversation(console_env):
 
     cid = at.session_state["conversation_id"]
     rows = db_rows(console_env, "SELECT question, refused, surface, user FROM messages WHERE conversation_id = ?", cid)
-    assert rows == [("How many days does a user have to request a refund of unused coins?", 0, "console", "agent")]
+    # No users configured: the loopback identity, never a name typed into the page.
+    assert rows == [("How many days does a user have to request a refund of unused coins?", 0, "console", "local")]
     audit = db_rows(console_env, "SELECT documents FROM audit_log WHERE conversation_id = ? AND action = 'answer'",
                     cid)
     assert "sop-coin-refunds" in audit[0][0] or "help-coin-refunds" in audit[0][0]
