@@ -13,6 +13,7 @@ deterministic behaviours chosen by the request's model name:
                of the instruction sentence, to check that instruction-like sources cannot steer the answer
 - markers:     the "markers" citation protocol: the grounded sentence with its source number, no QUOTES block
 - misread:     what SmolLM2-135M wrote in issue 15: a tag-wrapped sentence with a wrong figure and a leading [n]
+- forgetful:   rewrites a follow-up as the bare question, dropping the topic of earlier turns (then grounded)
 - error:       HTTP 500
 Condense requests (the rewrite prompt) get "<question> (about <last user turn>)".
 Every request body is recorded in `server.requests`.
@@ -70,6 +71,8 @@ def reply_for(model: str, messages: list[dict]) -> str:
     if system.startswith("You rewrite"):
         q = re.search(r"<last_message>\s*(.*?)\s*</last_message>", user, re.DOTALL)
         users = re.findall(r"^User: (.*)$", user, re.MULTILINE)
+        if model == "forgetful":  # what a weak model does: the question back, its topic lost
+            return q.group(1) if q else ""
         return f"{q.group(1) if q else ''} (about {users[-1] if users else ''})".strip()
     sources = _sources(user)
     if model == "noanswer" or not sources:

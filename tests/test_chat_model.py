@@ -176,6 +176,15 @@ def test_follow_up_is_rewritten_by_the_model(fixture_settings, fixture_index, se
     assert not a.refused and a.citations[0].doc_id == "help-coin-refunds"
 
 
+def test_a_rewrite_that_drops_the_topic_is_not_used(fixture_settings, fixture_index, server):
+    svc = chat_service(fixture_settings, fixture_index, server, "forgetful")
+    history = [{"role": "user", "text": "I want a refund for my coins."}, {"role": "agent", "text": "Sure."}]
+    a = svc.ask("How long do I have?", history, PUBLIC)
+    offline = AnswerService(fixture_settings, fixture_index).ask("How long do I have?", history, PUBLIC, "extractive")
+    assert a.standalone_question == offline.standalone_question != "How long do I have?"
+    assert not a.refused and a.citations[0].doc_id == "help-coin-refunds"
+
+
 def test_endpoint_failure_falls_back_to_the_extractive_answer(fixture_settings, fixture_index, server):
     svc = chat_service(fixture_settings, fixture_index, server, "error")
     a = svc.ask("How do I ask for a coin refund?", [], PUBLIC)
