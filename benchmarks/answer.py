@@ -29,14 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.answer.safety import trim_history
 from bot.answer.service import AnswerService
 from bot.core.config import Settings
-from bot.ingest.loaders import load_paths
-from bot.ingest.embeddings import LocalMiniLMEmbeddings
-from bot.evaluation.suites import load_suite
-from bot.answer.safety import trim_history
-from bot.ingest.index import KnowledgeIndex
 from bot.core.units import split_units
+from bot.evaluation.suites import load_suite
+from bot.ingest.embeddings import LocalMiniLMEmbeddings
+from bot.ingest.index import KnowledgeIndex
+from bot.ingest.loaders import load_paths
 
 SECTIONS = ("Overview", "When this applies", "Before you start", "Steps", "Decision points", "Escalation",
             "SLA", "Do not", "Regional rules", "Related")

@@ -32,12 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.answer.safety import trim_history
 from bot.answer.service import AnswerService
 from bot.core.config import Settings
-from bot.answer.safety import trim_history
-from bot.ingest.index import KnowledgeIndex
-from bot.core.text import analyze
 from bot.core.models import Audience, Filters
+from bot.core.text import analyze
+from bot.ingest.index import KnowledgeIndex
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 

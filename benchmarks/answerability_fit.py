@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.answer import assess
+from bot.answer.safety import trim_history
 from bot.answer.service import AnswerService, Turn
 from bot.core.config import Settings
-from bot.evaluation.suites import load_suite
 from bot.evaluation.split import select
-from bot.answer.safety import trim_history
+from bot.evaluation.suites import load_suite
 from bot.ingest.index import KnowledgeIndex
 
 SUITES = [ROOT / "eval" / "suites" / "kb_agent.jsonl", ROOT / "eval" / "suites" / "kb_public.jsonl"]

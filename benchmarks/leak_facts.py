@@ -67,7 +67,7 @@ def measure(size: int) -> dict:
         facts.copied_runs(answer.text)
     check_ms = (time.perf_counter() - t) / 20 * 1000
     return {"chunks": size, "build_s": build, "rss_growth_mb": (rss_after - rss_before) / 1024,
-            "markers": len(facts.markers), "internal_runs": int(len(facts.internal_runs)), "check_ms": check_ms}
+            "markers": len(facts.markers), "internal_runs": len(facts.internal_runs), "check_ms": check_ms}
 
 
 def main() -> None:

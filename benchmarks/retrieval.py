@@ -192,8 +192,8 @@ def langchain_recipe(corpus: str, workdir: Path, embedder):
 
 def check_half(corpus: str, questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The questions of the corpus's check half (bot/evaluation/split.py): what anything fitted is reported on."""
-    from bot.evaluation.suites import load_suite
     from bot.evaluation.split import half
+    from bot.evaluation.suites import load_suite
 
     halves = {c.id: half(c) for c in load_suite(CORPORA / corpus / "qa.jsonl")}
     return [q for q in questions if halves.get(q["id"]) == "check"]
@@ -274,8 +274,8 @@ def quality_table(rows: list[QualityRow]) -> Table:
 def ingest_benchmark(workdir: Path, quick: bool) -> dict[str, Any]:
     """Ingest chunks/s on a fresh data dir vs the raw embedder's chunks/s on the same chunk texts."""
     from bot.ingest.chunking import Chunker
-    from bot.ingest.loaders import load_paths
     from bot.ingest.index import KnowledgeIndex, doc_metadata
+    from bot.ingest.loaders import load_paths
 
     embedder = load_embedder()
     src = CORPORA / "doc2dial" / "docs"

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -73,7 +73,7 @@ class WebhookSink:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/handoff"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> WebhookSink:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -113,8 +113,8 @@ def running_api(base: Settings, index: Any, workdir: Path, service: Any = None,
                 **overrides: Any) -> Iterator[ApiServer]:
     """The real app (AnswerService over `index`, SQLite store in workdir) on loopback, with a webhook."""
     from bot.answer.service import AnswerService
-    from bot.surfaces.api import create_app
     from bot.store.sqlite import Store
+    from bot.surfaces.api import create_app
 
     with WebhookSink() as sink:
         settings = api_settings(base, **{"handoff_webhook_url": sink.url, **overrides})

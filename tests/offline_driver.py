@@ -38,10 +38,10 @@ def main() -> None:
     from pathlib import Path
 
     from bot.core.config import Settings
-    from bot.ingest.index import KnowledgeIndex
     from bot.core.models import Audience, Filters
-    from bot.search.retrieval import HybridSearcher
     from bot.core.tokens import get_encoding
+    from bot.ingest.index import KnowledgeIndex
+    from bot.search.retrieval import HybridSearcher
 
     kb, data = Path(sys.argv[1]), Path(sys.argv[2])
     index = KnowledgeIndex(Settings(data_dir=data, kb_dir=kb))

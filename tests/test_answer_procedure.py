@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.answer.service import AnswerService
-from bot.core.profile import PROFILE_FILE, load_profile
-from bot.search.intent import asks_timing, is_procedural, question_intent, region_hints
-from bot.core.text import analyze
 from bot.core.models import Audience, Chunk, Filters
+from bot.core.profile import PROFILE_FILE, load_profile
+from bot.core.text import analyze
+from bot.search.intent import asks_timing, is_procedural, question_intent, region_hints
 from bot.search.retrieval import HybridSearcher, main_document
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.answer import assess
-from bot.answer.service import AnswerService, Turn
 from bot.answer.condense import Condensed, TermWeights
+from bot.answer.service import AnswerService, Turn
 from bot.core.models import Audience, Filters
 
 INTERNAL = Filters(audience=Audience.INTERNAL)

@@ -18,11 +18,11 @@ from conftest import wait_until_serving
 from pydantic import SecretStr
 
 from bot.answer.service import AnswerService
-from bot.surfaces.api import create_app
 from bot.core.errors import IndexUnavailableError, ModelEndpointError
-from bot.ingest.index import KnowledgeIndex
 from bot.core.models import Audience, Filters
+from bot.ingest.index import KnowledgeIndex
 from bot.store.sqlite import Store
+from bot.surfaces.api import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from bot.core.tokens import count_tokens
 from bot.ingest.chunking import Chunker, split_blocks
 from bot.ingest.loaders import build_document
-from bot.core.tokens import count_tokens
 
 
 def _doc(body: str):

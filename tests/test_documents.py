@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from bot.ingest.loaders import load_document, load_paths
 from bot.core.models import Audience
+from bot.ingest.loaders import load_document, load_paths
 
 BAD = Path(__file__).parent / "fixtures" / "bad"
 

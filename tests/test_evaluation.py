@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.audience import LeakGuard
 from bot.core.errors import EvalSuiteError
-from bot.core.models import Answer, Audience, Citation, Filters
-from bot.evaluation.report import render_html, render_markdown, write_reports
+from bot.core.models import Answer, Audience, Chunk, Citation, Filters
+from bot.core.text import split_sentences
 from bot.evaluation.gate import gate, load_thresholds
 from bot.evaluation.judges import LLMJudge, OfflineJudge
 from bot.evaluation.metrics import (
@@ -27,12 +28,10 @@ from bot.evaluation.metrics import (
     quote_is_valid,
     retrieval_metrics,
 )
+from bot.evaluation.report import render_html, render_markdown, write_reports
 from bot.evaluation.runner import EvalRunner, load_run
-from bot.evaluation.suites import EvalCase, load_suite, parse_case
 from bot.evaluation.split import select
-from bot.core.audience import LeakGuard
-from bot.core.models import Chunk
-from bot.core.text import split_sentences
+from bot.evaluation.suites import EvalCase, load_suite, parse_case
 from tests.test_audience import Generation, StaticIndex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,8 +217,8 @@ def test_split_sentences_keeps_citations_with_their_sentence():
 def test_offline_judge_catches_wrong_numbers_negation_and_unrelated_claims(fixture_index):
     judge = OfflineJudge(fixture_index.embedder)
     src = [
-        "Check that the purchase is no older than 14 days. If the user made more than 3 refund requests "
-        "in 30 days, route the ticket to the fraud-review queue."
+        ("Check that the purchase is no older than 14 days. If the user made more than 3 refund requests "
+        "in 30 days, route the ticket to the fraud-review queue.")
     ]
     verdicts = judge.judge(
         [

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.config import Settings
-from bot.core.errors import InputRejectedError
 from bot.answer.safety import (
     iban_ok,
     looks_like_injection,
@@ -16,6 +14,8 @@ from bot.answer.safety import (
     trim_history,
     validate_question,
 )
+from bot.core.config import Settings
+from bot.core.errors import InputRejectedError
 
 S = Settings(max_question_chars=200, max_history_turns=4, max_history_chars=300)
 

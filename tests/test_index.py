@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bot.core.config import Settings
-from bot.ingest.index import KnowledgeIndex, chroma_where, matches
 from bot.core.models import Audience, Filters
+from bot.ingest.index import KnowledgeIndex, chroma_where, matches
 from bot.search.retrieval import HybridRetriever, HybridSearcher
 
 PUBLIC = Filters(audience=Audience.PUBLIC)
@@ -177,7 +177,7 @@ def test_incremental_sync_adds_updates_removes_from_chroma_and_bm25(fixture_kb_d
         "plain-notes") == 0
     lex = index.lexical_search("zebra stickers", Filters(), 3)
     assert lex[0][0].doc_id == "zebra-policy"
-    assert "2 days" in [c for c in index.require_generation().chunks if c.doc_id == "no-front-matter"][0].text
+    assert "2 days" in next(c for c in index.require_generation().chunks if c.doc_id == "no-front-matter").text
 
 
 def test_a_file_that_breaks_keeps_serving_its_last_good_version(fixture_kb_dir, tmp_path):

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 
-
 def test_full_ingest_and_search_offline(fixture_kb_dir, tmp_path):
     """A fresh interpreter with sockets patched to refuse everything but loopback, and an empty tiktoken cache."""
     env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken"), HF_HUB_OFFLINE="0")
     out = subprocess.run([sys.executable, str(Path(__file__).parent / "offline_driver.py"), str(fixture_kb_dir),
-                          str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "data")], check=False, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["added"] == 12 and result["failed"] == {}
@@ -32,8 +32,8 @@ def test_tiktoken_cache_fill_matches_pinned_hash(tmp_path):
 
 
 def test_corrupt_model_file_is_refused(tmp_path, monkeypatch):
-    from bot.ingest import embeddings
     from bot.core.errors import ModelIntegrityError
+    from bot.ingest import embeddings
 
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not a model")

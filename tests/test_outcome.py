@@ -11,8 +11,8 @@ from bot.answer.safety import asks_for_person
 from bot.answer.service import AnswerService
 from bot.core.models import Answer, Audience, Filters
 from bot.evaluation.metrics import aggregate
-from bot.evaluation.suites import EvalCase, parse_case
 from bot.evaluation.split import group_key, half, select
+from bot.evaluation.suites import EvalCase, parse_case
 from bot.store.sqlite import Store
 from bot.surfaces.console import CAUTION_MARKER, outcome_marker
 

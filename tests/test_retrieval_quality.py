@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bot.core.config import Settings
-from bot.ingest.index import KnowledgeIndex
-from bot.core.text import analyze
-from bot.ingest.lexical import LexicalIndex
 from bot.core.models import Audience, Filters
+from bot.core.text import analyze
+from bot.ingest.index import KnowledgeIndex
+from bot.ingest.lexical import LexicalIndex
 from bot.search.retrieval import HybridSearcher
 
 PUBLIC = Filters(audience=Audience.PUBLIC)

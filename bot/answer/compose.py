@@ -24,8 +24,8 @@ from itertools import pairwise
 import numpy as np
 
 from bot.answer.condense import Condensed, TermWeights
-from bot.search.intent import is_procedural
 from bot.core.models import Chunk
+from bot.search.intent import is_procedural
 
 log = logging.getLogger(__name__)
 

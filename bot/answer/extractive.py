@@ -20,9 +20,8 @@ from bot.answer.compose import (
     is_howto,
     phrases,
 )
-from bot.search.intent import asks_timing, region_hints
-from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.answer.safety import looks_like_injection
+from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.text import analyze
 from bot.core.units import (
     DEADLINE_WORDS_RE,
@@ -31,6 +30,7 @@ from bot.core.units import (
     region_conflict,
     split_units,
 )
+from bot.search.intent import asks_timing, region_hints
 from bot.search.retrieval import main_document
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,6 @@ from bot.answer.assess import (  # re-exported: surfaces and tests name refusal 
 )
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
-from bot.answer.escalation import QueueInfo, find_escalation, queue_table
 from bot.answer.condense import (
     ChatCondenser,
     Condensed,
@@ -42,6 +41,7 @@ from bot.answer.condense import (
     TermWeights,
     describe_decision,
 )
+from bot.answer.escalation import QueueInfo, find_escalation, queue_table
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.safety import CRISIS_QUERY, asks_for_person, crisis_signal, redact_pii, validate_question
 from bot.answer.verify import CitationVerifier, Verified

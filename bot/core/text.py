@@ -9,9 +9,7 @@ from functools import lru_cache
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has have how i if in into is it its me my of on or our so "
-    "that the their them then there these they this to was we what when where which who will with you "
-    "your can do does did am been being would could should may might us".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "what", "when", "where", "which", "who", "will", "with", "you", "your", "can", "do", "does", "did", "am", "been", "being", "would", "could", "should", "may", "might", "us"]
 )
 
 
@@ -36,7 +34,7 @@ def normalise(text: str) -> str:
 
 
 CITATION_MARKER_RE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_ABBREVIATIONS = frozenset("art arts e.g i.e no nos vs etc approx st u.s u.s.c sec para cf fig ch".split())
+_ABBREVIATIONS = frozenset(["art", "arts", "e.g", "i.e", "no", "nos", "vs", "etc", "approx", "st", "u.s", "u.s.c", "sec", "para", "cf", "fig", "ch"])
 
 
 def split_sentences(text: str) -> list[tuple[str, tuple[int, ...]]]:

@@ -56,7 +56,7 @@ def _export_ranks(encoding: str) -> bytes:
             continue
         try:
             token = enc.decode_single_token_bytes(rank)
-        except Exception:  # gaps in the rank space (cl100k has a few) are not tokens
+        except Exception:  # noqa: BLE001, S112 - gaps in the rank space (cl100k has a few) are not tokens
             continue
         lines.append(base64.b64encode(token) + b" " + str(rank).encode())
     return b"\n".join(lines) + b"\n"
@@ -90,7 +90,7 @@ def get_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     """tiktoken.get_encoding, falling back to a verified offline cache fill when the download fails."""
     try:
         return tiktoken.get_encoding(name)
-    except Exception as exc:  # network refused or no DNS: the offline case
+    except Exception as exc:  # noqa: BLE001 - network refused or no DNS: the offline case
         log.info("tiktoken could not load %s (%s); filling its cache from bundled ranks", name, type(exc).__name__)
     cache_dir = _default_cache_dir()
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir))  # tiktoken reads only the environment

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from bot.core.errors import EvalSuiteError
-
 
 log = logging.getLogger(__name__)
 

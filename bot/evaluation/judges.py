@@ -4,6 +4,7 @@ chunks) and an LLM judge with the offline one as its fallback."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -13,10 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.core.config import Settings
-from bot.core.text import analyze, normalise, split_sentences
 from bot.core.models import Answer, Citation
+from bot.core.text import analyze, normalise, split_sentences
 from bot.evaluation.metrics import contains_phrase, source_units
-
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ LEXICAL_WITH_MEANING = 0.5
 MEANING_MIN = 0.72
 
 _NEGATIONS = frozenset(
-    "not no never cannot can't don't doesn't won't isn't aren't without neither nor".split()
+    ["not", "no", "never", "cannot", "can't", "don't", "doesn't", "won't", "isn't", "aren't", "without", "neither", "nor"]
 )
 _NUM_RE = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -59,7 +59,7 @@ class OfflineJudge:
         if hit is None:
             sents = source_units(text) or [text]
             # windows of two sentences catch statements that span a sentence boundary in the source
-            windows = sents + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
+            windows = sents + [f"{a} {b}" for a, b in itertools.pairwise(sents)]
             hit = (windows, self.embedder.embed_array(windows), len(sents))
             if len(self._sentence_cache) > 4096:
                 self._sentence_cache.clear()
@@ -139,9 +139,7 @@ class LLMJudge:
         try:
             reply = self.model.invoke(faithfulness_messages(sources, statements))
             verdicts = _parse_verdicts(message_text(reply), len(sentences))
-        except (
-            Exception
-        ) as exc:  # an unreachable or confused judge must not sink the run: fall back, count it
+        except Exception as exc:  # noqa: BLE001 - an unreachable or confused judge must not sink the run: fall back
             log.warning("LLM judge failed (%s); using the offline judge for this answer", exc)
             self.failures += 1
             return self.fallback.judge(sentences, contexts)

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 
 from bot.core.audience import LeakGuard
-from bot.core.text import analyze, normalise, split_sentences
 from bot.core.models import Answer, Citation
+from bot.core.text import analyze, normalise, split_sentences
 from bot.evaluation.suites import EvalCase
-
 
 log = logging.getLogger(__name__)
 

@@ -131,8 +131,8 @@ def svg_metric_bars(run: dict[str, Any], baseline: dict[str, Any] | None) -> str
     width, label_w, bar_w, row_h = 640, 200, 380, 30 if baseline else 22
     height = 20 + row_h * len(rows)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="Aggregate metrics" font-family="sans-serif" font-size="12">'
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="Aggregate metrics" font-family="sans-serif" font-size="12">')
     ]
     for x in (0, 0.25, 0.5, 0.75, 1.0):
         gx = label_w + x * bar_w
@@ -174,8 +174,8 @@ def svg_latency_histogram(run: dict[str, Any], bins: int = 20) -> str:
     top = max(counts)
     plot_w, plot_h = width - 2 * pad, height - 2 * pad
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="Latency histogram" font-family="sans-serif" font-size="11">'
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="Latency histogram" font-family="sans-serif" font-size="11">')
     ]
     for i, n in enumerate(counts):
         h = plot_h * n / top
@@ -216,8 +216,8 @@ def svg_tag_breakdown(by_tag: dict[str, dict[str, Any]]) -> str:
     width = label_w + cell_w * len(TAG_METRICS) + 60
     height = 26 + row_h * len(tags)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="Per-tag breakdown" font-family="sans-serif" font-size="11">'
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="Per-tag breakdown" font-family="sans-serif" font-size="11">')
     ]
     for j, (_, label) in enumerate(TAG_METRICS):
         parts.append(f'<text x="{label_w + j * cell_w + 2}" y="14" font-weight="bold">{label}</text>')
@@ -254,8 +254,8 @@ def _header_lines(run: dict[str, Any]) -> list[str]:
     return [
         f"- Suite: `{cfg.get('suite')}` ({run['metrics']['cases']} cases)",
         f"- Mode: {cfg.get('mode')}, composer: {cfg.get('composer')}, faithfulness judge: {cfg.get('judge')}",
-        f"- Knowledge base: `{cfg.get('kb') or cfg.get('data_dir')}` (hash `{str(run.get('kb_hash'))[:12]}`, "
-        f"{cfg.get('kb_documents')} documents, {cfg.get('kb_chunks')} chunks)",
+        (f"- Knowledge base: `{cfg.get('kb') or cfg.get('data_dir')}` (hash `{str(run.get('kb_hash'))[:12]}`, "
+        f"{cfg.get('kb_documents')} documents, {cfg.get('kb_chunks')} chunks)"),
         f"- Commit: `{run.get('git_commit')}`, started {cfg.get('started_at')}, took {cfg.get('seconds')} s",
     ]
 
@@ -263,8 +263,8 @@ def _header_lines(run: dict[str, Any]) -> list[str]:
 def _case_md(c: dict[str, Any]) -> list[str]:
     exp = c.get("expected", {})
     lines = [
-        f"#### `{c['id']}` ({c.get('audience')}{', as of ' + c['as_of'] if c.get('as_of') else ''}"
-        f"{', regions ' + ','.join(c['regions']) if c.get('regions') else ''})",
+        (f"#### `{c['id']}` ({c.get('audience')}{', as of ' + c['as_of'] if c.get('as_of') else ''}"
+        f"{', regions ' + ','.join(c['regions']) if c.get('regions') else ''})"),
         "",
     ]
     for turn in c.get("history") or []:
@@ -284,8 +284,8 @@ def _case_md(c: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        f"**Expected:** {'refusal' if exp.get('expected_refusal') else 'an answer'}; gold docs "
-        f"{exp.get('gold_doc_ids') or 'none'}; facts {exp.get('expected_facts') or 'n/a'}",
+        (f"**Expected:** {'refusal' if exp.get('expected_refusal') else 'an answer'}; gold docs "
+        f"{exp.get('gold_doc_ids') or 'none'}; facts {exp.get('expected_facts') or 'n/a'}"),
         f"**Retrieved:** {c.get('retrieved', [])[:5]}",
         "",
         "**Why it fails:** " + "; ".join(_md_escape(f) for f in c.get("failures", [])),
@@ -303,8 +303,8 @@ def render_markdown(run: dict[str, Any], baseline: dict[str, Any] | None = None,
         out += [
             "## Regressions against the baseline",
             "",
-            f"Baseline: commit `{baseline.get('git_commit')}`, "
-            f"KB hash `{str(baseline.get('kb_hash'))[:12]}`.",
+            (f"Baseline: commit `{baseline.get('git_commit')}`, "
+            f"KB hash `{str(baseline.get('kb_hash'))[:12]}`."),
             "",
         ]
         if baseline.get("config", {}).get("suite_sha256") != cfg.get("suite_sha256"):
@@ -384,10 +384,10 @@ def _case_html(c: dict[str, Any]) -> str:
     exp = c.get("expected", {})
     leak = any("LEAK" in f for f in c.get("failures", []))
     parts = [
-        f'<details{" open" if leak else ""} class="{"leak" if leak else ""}">'
+        (f'<details{" open" if leak else ""} class="{"leak" if leak else ""}">'
         f"<summary><code>{e(c['id'])}</code> "
         f'{e(c["question"][:140])} <span class="reasons">— {e("; ".join(c.get("failures", []))[:220])}'
-        "</span></summary>"
+        "</span></summary>")
     ]
     meta = [c.get("audience") or ""]
     if c.get("as_of"):

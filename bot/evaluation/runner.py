@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-
 from bot.core.audience import LeakGuard
 from bot.core.config import PROJECT_ROOT, Settings
 from bot.core.errors import EvalSuiteError
@@ -37,7 +36,6 @@ from bot.evaluation.metrics import (
     retrieval_metrics,
 )
 from bot.evaluation.suites import EvalCase
-
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +334,7 @@ class EvalRunner:
         started = time.perf_counter()
         try:
             answer = self.answerer(case.question, history, case.filters)
-        except Exception as exc:  # one bad case must not lose the run; it is counted and shown in the report
+        except Exception as exc:  # noqa: BLE001 - one bad case must not lose the run; it is counted and reported
             log.warning("case %s failed: %s: %s", case.id, type(exc).__name__, exc)
             return {
                 **case_fields(case),

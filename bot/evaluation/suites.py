@@ -9,10 +9,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-
 from bot.core.errors import EvalSuiteError
 from bot.core.models import REGIONS, Audience, Filters
-
 
 log = logging.getLogger(__name__)
 

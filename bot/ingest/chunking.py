@@ -58,10 +58,10 @@ def split_blocks(text: str) -> list[Block]:
             continue
         line_kind = "table" if _TABLE_RE.match(line) else "list" if (
             _NUMBERED_RE.match(line) or _BULLET_RE.match(line)) else None
-        if line_kind and kind != line_kind and buf and any(b.strip() for b in buf):
-            # a list directly after its lead-in sentence stays with it ("To reset 2FA:\n1. ...")
-            if not (line_kind == "list" and kind == "para" and buf[-1].rstrip().endswith(":")):
-                flush()
+        # a list directly after its lead-in sentence stays with it ("To reset 2FA:\n1. ...")
+        lead_in = line_kind == "list" and kind == "para" and bool(buf) and buf[-1].rstrip().endswith(":")
+        if line_kind and kind != line_kind and buf and any(b.strip() for b in buf) and not lead_in:
+            flush()
         if line_kind:
             kind = line_kind
         elif kind != "para" and buf and not buf[-1].strip() and not line.startswith((" ", "\t")):

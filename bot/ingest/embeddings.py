@@ -6,14 +6,14 @@ import hashlib
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from bot.core.config import Settings
-from bot.core.errors import ModelIntegrityError, ModelEndpointError
+from bot.core.errors import ModelEndpointError, ModelIntegrityError
 
 MINILM_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MAX_SEQ_TOKENS = 256  # all-MiniLM-L6-v2 was trained with 256 word pieces
@@ -195,7 +195,6 @@ def embed_with_cache(embedder: Embeddings, cache: EmbeddingCache, texts: Sequenc
     """Embed texts, reading and filling the cache; returns (matrix, number actually embedded)."""
     cached = cache.get_many(texts)
     missing = [i for i in range(len(texts)) if i not in cached]
-    dim = next(iter(cached.values())).shape[0] if cached else None
     vectors: dict[int, np.ndarray] = dict(cached)
     if progress:
         progress(len(cached))
@@ -206,7 +205,6 @@ def embed_with_cache(embedder: Embeddings, cache: EmbeddingCache, texts: Sequenc
         cache.put_many([texts[i] for i in idx], block)
         for i, v in zip(idx, block):
             vectors[i] = v
-        dim = block.shape[1]
         if progress:
             progress(len(idx))
     if not texts:

@@ -92,6 +92,4 @@ def matches(meta: dict[str, Any], filters: Filters) -> bool:
     as_of = date_key(filters.as_of or date.today())
     if meta.get("effective_ts", 0) > as_of:
         return False
-    if not filters.include_superseded and meta.get("superseded_ts", NEVER) <= as_of:
-        return False
-    return True
+    return filters.include_superseded or meta.get("superseded_ts", NEVER) > as_of

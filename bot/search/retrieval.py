@@ -37,13 +37,13 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from bot.search.intent import QuestionIntent, question_intent
 from bot.core.config import Settings
-from bot.ingest.index import KnowledgeIndex, matches
-from bot.core.text import analyze
 from bot.core.models import Audience, Chunk, Filters, ScoredChunk
 from bot.core.profile import DEFAULT_PROFILE, KBProfile
+from bot.core.text import analyze
 from bot.core.units import DEADLINE_WORDS_RE, DURATION_RE
+from bot.ingest.index import KnowledgeIndex, matches
+from bot.search.intent import QuestionIntent, question_intent
 
 # History handling. Measured on doc2dial (follow-ups that stay on one page) and mtrag (conversations that drift
 # between passages); the values sit inside a plateau where neighbours score within a question or two.
@@ -441,7 +441,7 @@ class HybridRetriever(BaseRetriever):
     searcher: HybridSearcher
     filters: Filters = Filters()
     k: int = 6
-    history: list[dict[str, str]] = []
+    history: list[dict[str, str]] = []  # noqa: RUF012 - a pydantic field: the default is copied per instance
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
                                 ) -> list[LCDocument]:

@@ -7,7 +7,6 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -32,7 +31,7 @@ err = Console(stderr=True)
 class State:
     """Options shared by every command."""
 
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
 
 
 _state = State()
@@ -40,7 +39,7 @@ _state = State()
 
 @app.callback()
 def _root(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Index and store folder "
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Index and store folder "
                                             "(default .policydesk/, env POLICYDESK_DATA_DIR)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
 ) -> None:
@@ -112,7 +111,7 @@ def ingest(
         console.print(table)
         console.print(f"{report.chunks_total} chunks live, {report.chunks_embedded} newly embedded, "
                       f"{report.seconds:.2f}s")
-        for path, problem in report.failed.items():
+        for problem in report.failed.values():
             err.print(f"[red]FAILED[/red] {escape(problem)}", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
@@ -124,7 +123,7 @@ def search(
     audience: str = typer.Option("internal", help="internal (agents) or public (end users)."),
     region: list[str] = typer.Option(None, "--region", help="EU, UK, US, ROW (repeatable)."),
     product: list[str] = typer.Option(None, "--product", help="Product tag (repeatable)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Policy versions in force on YYYY-MM-DD."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Policy versions in force on YYYY-MM-DD."),
     include_superseded: bool = typer.Option(False, "--include-superseded"),
     k: int = typer.Option(5, "-k", help="How many passages."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with a `results` list."),
@@ -160,10 +159,10 @@ def ask(
     audience: str = typer.Option("internal", help="internal (agents) or public (end users)."),
     region: list[str] = typer.Option(None, "--region", help="EU, UK, US, ROW (repeatable)."),
     product: list[str] = typer.Option(None, "--product", help="Product tag (repeatable)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Answer with policy versions in force on YYYY-MM-DD."),
-    history_file: Optional[Path] = typer.Option(None, "--history-file", help="JSON list of earlier turns "
+    as_of: str | None = typer.Option(None, "--as-of", help="Answer with policy versions in force on YYYY-MM-DD."),
+    history_file: Path | None = typer.Option(None, "--history-file", help="JSON list of earlier turns "
                                                 "[{\"role\": \"user\"|\"agent\", \"text\": ...}]."),
-    composer: Optional[str] = typer.Option(None, "--composer", help="extractive (offline) or chat."),
+    composer: str | None = typer.Option(None, "--composer", help="extractive (offline) or chat."),
     as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
 ) -> None:
     """Answer a question with verified citations (or an honest refusal), under the requester's filters."""
@@ -256,22 +255,22 @@ app.add_typer(eval_app, name="eval")
 def eval_run(
     suite: Path = typer.Option(..., "--suite", help="JSONL suite (eval/suites/*.jsonl or a corpus qa.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Where to write the run JSON."),
-    kb: Optional[Path] = typer.Option(None, "--kb", help="Ingest this folder into its own eval index first "
+    kb: Path | None = typer.Option(None, "--kb", help="Ingest this folder into its own eval index first "
                                       "(<data-dir>/eval-<hash>); default: the current index."),
-    composer: Optional[str] = typer.Option(None, "--composer", help="extractive | chat (default: settings)."),
+    composer: str | None = typer.Option(None, "--composer", help="extractive | chat (default: settings)."),
     retrieval_only: bool = typer.Option(False, "--retrieval-only", help="Measure retrieval alone, no answers."),
     judge: str = typer.Option("auto", "--judge", help="Faithfulness judge: auto (llm when a chat model is "
                               "configured) | offline | llm."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N cases."),
     split: str = typer.Option("all", "--split", help="all | fit | check: one fixed, seeded half of the suite "
                               "(bot/evaluation/split.py; fitted numbers are reported on check, docs/quality.md)."),
 ) -> None:
     """Answer every case of a suite and write per-case and aggregate metrics to a run file."""
-    from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256
-    from bot.evaluation.suites import load_suite
-    from bot.evaluation.split import SPLIT_SEED, SPLITS, select
-    from bot.ingest.index import KnowledgeIndex
     from bot.evaluation.report import metrics_table
+    from bot.evaluation.runner import EvalRunner, eval_index_dir, file_sha256
+    from bot.evaluation.split import SPLIT_SEED, SPLITS, select
+    from bot.evaluation.suites import load_suite
+    from bot.ingest.index import KnowledgeIndex
 
     if composer is not None and composer not in ("extractive", "chat"):
         raise typer.BadParameter(f"--composer must be extractive or chat, not {composer!r}")
@@ -310,13 +309,13 @@ def eval_run(
 @eval_app.command("report")
 def eval_report(
     run_file: Path = typer.Argument(..., help="A run JSON from `policydesk eval run`."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="An earlier run to compare against."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Folder for the .md and .html "
+    baseline: Path | None = typer.Option(None, "--baseline", help="An earlier run to compare against."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Folder for the .md and .html "
                                            "(default: next to the run file)."),
 ) -> None:
     """Write a Markdown and a self-contained HTML report (plots, failing cases, regressions vs a baseline)."""
-    from bot.evaluation.runner import load_run
     from bot.evaluation.report import write_reports
+    from bot.evaluation.runner import load_run
 
     run = load_run(run_file)
     base = load_run(baseline) if baseline else None
@@ -328,7 +327,7 @@ def eval_report(
 def eval_gate(
     run_file: Path = typer.Argument(..., help="A run JSON from `policydesk eval run`."),
     thresholds: Path = typer.Option(Path("eval/thresholds.toml"), "--thresholds", help="Thresholds TOML."),
-    suite_set: Optional[str] = typer.Option(None, "--suite-set", help="Threshold section to use "
+    suite_set: str | None = typer.Option(None, "--suite-set", help="Threshold section to use "
                                             "(default: the run's suite name)."),
 ) -> None:
     """Exit 1 when a run's metrics miss the thresholds, naming each metric that failed."""

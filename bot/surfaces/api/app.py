@@ -115,7 +115,7 @@ def warm_up(ctx: ApiContext) -> None:
         warm = getattr(ctx.service, "warm", None)
         if warm is not None:
             warm()
-    except Exception as exc:  # warming is an optimisation; requests report real problems themselves
+    except Exception as exc:  # noqa: BLE001 - warming is an optimisation; requests report real problems
         log.warning("warm-up skipped: %s", exc)
 
 

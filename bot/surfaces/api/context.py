@@ -111,7 +111,7 @@ async def log_answer(ctx: ApiContext, cid: str, question: str, answer: Answer, s
     try:
         return await anyio.to_thread.run_sync(
             lambda: ctx.store.log_answer(cid, question, answer, surface, user=who.key_id))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a store problem costs the message id, never the answer
         log.error("answer not stored (conversation %s): %s", cid, exc)
         return None
 
@@ -123,5 +123,5 @@ async def log_failure(ctx: ApiContext, cid: str, question: str, surface: str, wh
         await anyio.to_thread.run_sync(
             lambda: ctx.store.log_question(cid, question, surface, user=who.key_id,
                                            error=f"{type(exc).__name__}: {exc}"))
-    except Exception as store_exc:
+    except Exception as store_exc:  # noqa: BLE001 - the caller gets the original error, not the store's
         log.error("failed question not stored: %s", store_exc)
