@@ -16,6 +16,8 @@ from bot.core.config import Settings
 from bot.core.models import Answer, Audience, Citation, Escalation
 from bot.store.sqlite import Store
 
+pytestmark = pytest.mark.slow  # Streamlit/Chromium/corpus runs: minutes; `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 300  # generous: the first run loads the embedder and the index on a 2-core machine

@@ -558,6 +558,7 @@ def kb_runs(kb_settings, kb_index, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [g[0] for g in GATED])
+@pytest.mark.slow  # the kb suites through the real answer chain
 def test_kb_suite_passes_the_quality_gate(kb_runs, name):
     run = kb_runs[name]
     result = gate(run, load_thresholds(THRESHOLDS))

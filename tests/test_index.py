@@ -199,6 +199,7 @@ def _write_bulk(folder: Path, n: int) -> None:
         (folder / f"bulk-{i:04d}.md").write_text(f"---\nid: bulk-{i:04d}\n---\n# Bulk {i}\n\n{words}.\n")
 
 
+@pytest.mark.slow  # two full ingests of 400 documents each
 @pytest.mark.parametrize("kill_when", ["embedding", "after-embedding"])
 def test_sigkill_mid_ingest_leaves_previous_index_serving(fixture_kb_dir, tmp_path, kill_when):
     kb = tmp_path / "kb"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import chromadb
 import httpx
+import pytest
 from api_harness import serve_in_thread
 from chromadb.config import Settings as ChromaSettings
 
@@ -108,6 +109,7 @@ KnowledgeIndex(Settings(data_dir=sys.argv[1], kb_dir=sys.argv[2])).sync()
 """
 
 
+@pytest.mark.slow  # three processes that each load the embedder and ingest
 def test_the_next_sync_cleans_up_after_a_kill_just_after_the_generation_switch(fixture_kb_dir, tmp_path):
     kb = _copy_kb(fixture_kb_dir, tmp_path)
     data = tmp_path / "data"

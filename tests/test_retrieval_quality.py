@@ -15,6 +15,8 @@ from bot.ingest.index import KnowledgeIndex
 from bot.ingest.lexical import LexicalIndex
 from bot.search.retrieval import HybridSearcher
 
+pytestmark = pytest.mark.slow  # Streamlit/Chromium/corpus runs: minutes; `pytest -m "not slow"` skips them
+
 PUBLIC = Filters(audience=Audience.PUBLIC)
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import CHROMIUM_ARGS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Records every text the streaming answer bubble shows before the final answer replaces it.
 RECORD_DRAFTS = """
