@@ -129,6 +129,7 @@ _IPV6_RE = re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9
 # of these countries, written nationally ("030/12345678") or internationally. They are where the KB's regions
 # (EU, UK, US) have most users; an international "+CC" number is recognised whatever the country.
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "IE")
+_PHONE_CANDIDATE_RE = re.compile(r"\+?\(?\d[\d ()./\-]{5,24}\d")
 # Numbers shaped like a phone number that no plan validates (e.g. the fictional "(555) 123-4567"): 7-15 digits
 # with the usual separators; dates are excluded below.
 _PHONE_RE = re.compile(r"(?<![\w+\-/])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}(?!\w)")
@@ -191,16 +192,31 @@ def _card_tails(text: str) -> str:
 
 
 def _redact_phones(text: str) -> str:
-    if sum(ch.isdigit() for ch in text) < 7:  # no phone number plan has shorter subscriber numbers
-        return text
-    spans: set[tuple[int, int]] = set()
-    for region in PHONE_REGIONS:
-        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
-            spans.add((match.start, match.end))
-    for start, end in sorted(spans, reverse=True):  # right to left, so earlier offsets stay right
-        if not text[start:end].startswith("[") and "[PHONE]" not in text[start:end]:
-            text = text[:start] + "[PHONE]" + text[end:]
-    return text
+    # libphonenumber's matcher costs about 0.3 ms per region on a whole answer; run on digit runs only (the
+    # candidates), it costs about as much as the regexes around it.
+    out: list[str] = []
+    pos = 0
+    for cand in _PHONE_CANDIDATE_RE.finditer(text):
+        chunk = cand.group()
+        if sum(ch.isdigit() for ch in chunk) < 7:  # no numbering plan has shorter numbers
+            continue
+        spans = {(m.start, m.end) for region in PHONE_REGIONS
+                 for m in phonenumbers.PhoneNumberMatcher(chunk, region, leniency=phonenumbers.Leniency.VALID)}
+        for start, end in _outermost(spans):
+            out.append(text[pos:cand.start() + start])
+            out.append("[PHONE]")
+            pos = cand.start() + end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _outermost(spans: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Non-overlapping spans, longest first where two overlap, in text order."""
+    kept: list[tuple[int, int]] = []
+    for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if not kept or start >= kept[-1][1]:
+            kept.append((start, end))
+    return kept
 
 
 def _phone_shaped(m: re.Match) -> str:
