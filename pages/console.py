@@ -118,6 +118,7 @@ def render_citation(card) -> None:
         st.markdown(f"[Open {card.doc_id}]({card.url})")
 
 
+# why: renders an answer top to bottom as the agent reads it
 def render_answer(turn: dict[str, Any], turn_index: int) -> None:
     """An answered turn: text, escalation, citation chips, copy box, feedback."""
     a = turn["answer"]

@@ -203,6 +203,7 @@ class Assessment:
     crisis: bool = False
 
 
+# why: one ordered ladder of refusal rules; split, the order that decides the outcome would be hidden
 def decide(sig: Signals) -> Assessment:
     """Answered, caution (agents only) or refused, from the signals; the only place the outcome is decided.
 

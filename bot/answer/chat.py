@@ -36,6 +36,7 @@ _LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+")
 _TAG_LINE_RE = re.compile(r"^\s*</?[A-Za-z_]+>\s*$")
 
 
+# why: one pass over a model's free text with many tolerated spellings of the citation syntax
 def parse_chat_output(raw: str) -> tuple[list[DraftSentence], bool]:
     """Split a model reply into sentences with their [n] markers and quotes; (sentences, no_answer)."""
     text = raw.strip()

@@ -135,6 +135,7 @@ def topical_stems(text: str, weights: TermWeights) -> set[str]:
 SearchDocs = Callable[[str], Sequence[str]]  # text -> ids of the top documents a search for it returns
 
 
+# why: the follow-up decision is one ordered list of signals, each returning its reason
 def decide_turn(question: str, prior: Sequence[str], weights: TermWeights, search_docs: SearchDocs | None = None,
                 depth: int = 3) -> tuple[str, tuple[str, ...]]:
     """("new" | "follow-up", signals) for a question asked after the user turns `prior` (oldest first).
@@ -219,6 +220,7 @@ class DeterministicCondenser:
                          carried_terms=tuple(terms), method="deterministic", decision="follow-up",
                          signals=signals)
 
+    # why: one pass over the history's terms; each branch is a filter the README lists
     def topic_terms(self, question: str, prior: list[str], weights: TermWeights) -> list[str]:
         """The most distinctive words of the earlier turns (newest turn first) not already in the question.
 

@@ -24,6 +24,7 @@ class QueueInfo:
     default_priority: str = ""
 
 
+# why: a single scan of Markdown tables; the branches are the table grammar
 def queue_table(generation, profile: KBProfile = DEFAULT_PROFILE) -> dict[str, QueueInfo]:
     """Queue name -> team and default priority, from any KB table with 'Queue' and 'Team' columns."""
     queues: dict[str, QueueInfo] = {}
@@ -51,6 +52,7 @@ def queue_table(generation, profile: KBProfile = DEFAULT_PROFILE) -> dict[str, Q
     return queues
 
 
+# why: one scoring loop over candidate lines; the skips are the documented filters
 def find_escalation(generation, doc_ids: Sequence[str], question: str, queues: dict[str, QueueInfo],
                     reason_prefix: str = "", profile: KBProfile = DEFAULT_PROFILE) -> Escalation | None:
     """Where to send the case: the line naming a queue (and a priority) in the SOPs/policies of doc_ids that

@@ -87,6 +87,7 @@ class ExtractiveComposer(Composer):
             w.setdefault(t, 0.5 * request.weights.idf(t))
         return w
 
+    # why: candidate units and their scores in one pass over the sources (each branch a unit kind)
     def candidates(self, request: ComposeRequest, units_by_source: dict[int, list[Unit]]) -> list[_Candidate]:
         """Every unit of every source with its lexical and rank scores, injection-looking text dropped.
 
@@ -198,6 +199,7 @@ class ExtractiveComposer(Composer):
         best-ranked SOP among the first three sources), the same one the retriever took companions from."""
         return main_document([s.chunk for s in request.sources], request.audience)
 
+    # why: the procedure layout (lead-in, numbered steps, notes) is one ordered walk
     def _procedure(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
                    units: dict[int, list[Unit]], main: str) -> list[_Candidate]:
         """The main document's numbered steps, kept together, led (for agents) by the unit that fits the
@@ -237,6 +239,7 @@ class ExtractiveComposer(Composer):
                 return [lead] + steps
         return steps
 
+    # why: the deadline sentence pick is one ordered walk over units with its tie-breaks
     def _deadline(self, request: ComposeRequest, cands: list[_Candidate], chosen: list[_Candidate], main: str
                   ) -> list[_Candidate]:
         """The unit of the main document that states its deadline or SLA best (a duration, deadline words, a
@@ -300,6 +303,7 @@ class ExtractiveComposer(Composer):
             chosen += self._deadline(request, cands, chosen, chosen[0].source.chunk.doc_id)
         return chosen
 
+    # why: greedy selection with its stop rules in one loop, so the budget is read in one place
     def _greedy(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
                 units: dict[int, list[Unit]]) -> list[_Candidate]:
         """The best few non-redundant units, grouped by source and in reading order within a source."""

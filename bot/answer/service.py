@@ -248,6 +248,7 @@ class AnswerService:
         self._timed(turn, "retrieve", t)
         return turn
 
+    # why: the compose stage: composer choice, fallback and confidence in the order they apply
     def _compose(self, turn: Turn) -> Turn:
         t = time.perf_counter()
         r = turn.retrieved
@@ -334,6 +335,7 @@ class AnswerService:
             person_requested=self._person_requested(turn), small_talk=bool(_SMALL_TALK_RE.match(turn.question)),
             has_sources=bool(r.sources), blocked=v.blocked, supported=not d.no_answer and bool(v.sentences)))
 
+    # why: assembles the Answer from every stage's output; each branch is one field's rule
     def _answer(self, turn: Turn, started: float) -> Answer:
         r, v, d = turn.retrieved, turn.verified, turn.draft
         audience = turn.filters.audience

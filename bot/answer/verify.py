@@ -38,6 +38,7 @@ _LINK_RE = re.compile(r"\[([^\]\n]+)\]\([^)\s]+\)")
 _SKIP = set("*`")
 
 
+# why: text normalisation is a fixed sequence of replacements, clearer in one place
 def normalise(text: str) -> tuple[str, list[int]]:
     """Lower-case text with folded punctuation, no Markdown emphasis/link targets, single spaces; and for each
     character of the result its offset in the original (so a match maps back to an exact span)."""
@@ -252,6 +253,7 @@ class CitationVerifier:
     def __init__(self, require_support: bool = True):
         self.require_support = require_support
 
+    # why: one pass over draft sentences; each `continue` is a documented reason to drop one
     def run(self, draft: Draft, filters: Filters) -> Verified:
         """Verified sentences and citations for a draft under the requester's filters."""
         by_number = {s.number: s for s in draft.sources}

@@ -120,6 +120,7 @@ def _table_cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+# why: a line-oriented tokenizer of Markdown (headings, lists, tables, prose) with shared state
 def split_units(text: str) -> list[Unit]:
     """Units of a chunk's text, in order; paragraphs become sentences, lists items, tables rows."""
     units: list[Unit] = []

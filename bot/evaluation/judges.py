@@ -70,6 +70,7 @@ class OfflineJudge:
         """One verdict per sentence; contexts[i] are the chunk texts sentence i may rely on."""
         return [self._one(sentence, ctx) for sentence, ctx in zip(sentences, contexts)]
 
+    # why: one sentence's verdict: numbers, negation, lexical and meaning checks in order
     def _one(self, sentence: str, ctx: Sequence[str]) -> SentenceVerdict:
         if not ctx:
             return SentenceVerdict(sentence, False, 0.0, None, "no cited source")

@@ -54,6 +54,7 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+# why: splits a chunk into sentences and table rows in one pass over its lines
 def source_units(text: str) -> list[str]:
     """A chunk's statements for the judge: its sentences, and each Markdown table row as "header: cell; ...",
     the way answers quote table rows."""
@@ -168,6 +169,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(values, dtype=float), q)), 1) if values else None
 
 
+# why: each metric is one line; the complexity is the None handling of optional metrics
 def aggregate(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate metrics over case records (as stored in a run file); None where a metric does not apply."""
     ok = [c for c in cases if not c.get("error")]

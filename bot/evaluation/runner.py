@@ -229,6 +229,7 @@ class EvalRunner:
                     ranked.append(h.chunk.doc_id)
         return ranked[:RETRIEVAL_DEPTH]
 
+    # why: one case's record: every metric of eval/README.md computed in the order it documents
     def score(self, case: EvalCase, answer: Answer, latency_ms: float) -> dict[str, Any]:
         """The case record: what was asked, what came back, per-case metrics and failure reasons."""
         ranked = self.ranked_docs(case, answer)

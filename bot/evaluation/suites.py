@@ -90,6 +90,7 @@ def _as_bool(raw: Any, name: str, where: str, default: bool) -> bool:
     raise EvalSuiteError(f"{where}: '{name}' must be true or false, got {raw!r}")
 
 
+# why: validates every field of a case with a message naming it; one branch per field
 def parse_case(raw: Any, where: str, fallback_id: str) -> EvalCase:
     """Validate one suite record (a JSON object) into an EvalCase; unknown fields are kept in `extra`."""
     if not isinstance(raw, dict):

@@ -25,6 +25,7 @@ class Block:
     section_path: tuple[str, ...]
 
 
+# why: a line-oriented block splitter; the state (current block kind, buffer) is shared
 def split_blocks(text: str) -> list[Block]:
     """Split Markdown into blocks, tracking the heading path (H1 is the title and not part of the path)."""
     blocks: list[Block] = []

@@ -238,6 +238,7 @@ class KnowledgeIndex:
         report.seconds = time.perf_counter() - started
         return report
 
+    # why: the sync transaction under the lock: load, diff, embed, write, switch, clean up in order
     def _sync_locked(self, paths: list[Path], rebuild: bool, progress: Progress | None) -> SyncReport:
         report = SyncReport()
         old = self.generation()

@@ -44,6 +44,7 @@ class LintReport:
         return [i for i in self.issues if i.severity == "warning"]
 
 
+# why: one pass over documents; each branch is one lint rule with its message
 def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = True,
             settings: Settings | None = None) -> LintReport:
     """Check every KB document; strict_fields requires the full front matter (our own kb/)."""

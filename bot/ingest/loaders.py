@@ -178,6 +178,7 @@ def _read_text(path: Path) -> str:
         raise DocumentError(str(path), f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from exc
 
 
+# why: HTML to Markdown-ish text: one walk over the parsed tree, a branch per tag kind
 def _load_html(path: Path) -> tuple[dict[str, Any], str]:
     from bs4 import BeautifulSoup
 
@@ -298,6 +299,7 @@ def _as_list(path: Path, name: str, value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+# why: validates every front-matter field with a message naming the file and field
 def build_document(path: Path, meta: dict[str, Any], body: str, fmt: str) -> Document:
     """Validate front matter and apply defaults; audience defaults to internal (fail closed)."""
     p = str(path)

@@ -200,6 +200,7 @@ class HybridSearcher:
                    near_duplicate_jaccard=settings.near_duplicate_jaccard, profile=settings.profile)
 
     # ---- conversation ----------------------------------------------------------------------------------
+    # why: builds the search text from the question and history; each branch is one rule
     def conversation_query(self, query: str, qvec: np.ndarray,
                            history: Sequence[dict[str, str]] | None) -> ConversationQuery | None:
         """The question blended with its recent user turns, or None when the history adds nothing."""
@@ -233,6 +234,7 @@ class HybridSearcher:
         return ConversationQuery(vec, terms, weight)
 
     # ---- search ----------------------------------------------------------------------------------------
+    # why: dense + BM25 + fusion + filters for one query in the order they apply
     def search(self, query: str, filters: Filters, k: int = 6,
                history: Sequence[dict[str, str]] | None = None) -> list[ScoredChunk]:
         """Top-k chunks for query under filters; history (earlier turns) steers follow-up questions.
@@ -313,6 +315,7 @@ class HybridSearcher:
                     credit[target] = value
         return credit
 
+    # why: rerank with document-level signals in one loop over the fused hits
     def _rerank_documents(self, terms: dict[str, float], fused: list[tuple[Chunk, float, list[int | None]]],
                           filters: Filters, intent: QuestionIntent, document_evidence: float = 1.0
                           ) -> list[tuple[Chunk, float, list[int | None]]]:
@@ -364,6 +367,7 @@ class HybridSearcher:
         reranked.sort(key=lambda x: -x[1])
         return reranked
 
+    # why: picks the top document's companion chunks (steps, deadline) in one pass
     def companions(self, scored: Sequence[ScoredChunk], query: str, filters: Filters, limit: int = 2
                    ) -> list[ScoredChunk]:
         """Chunks of the top document that a procedural or timing question needs and the top k left out: those

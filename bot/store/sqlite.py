@@ -476,6 +476,7 @@ class Store:
         docs.sort(key=lambda d: (-d.citations, d.doc_id))
         return docs[:limit]
 
+    # why: one loop over cited documents; each `if` is one staleness reason, in the order they are shown
     def stale_cited_documents(self, documents: dict[str, dict[str, Any]], days: int | None = 30,
                               today: date | None = None, now: datetime | None = None) -> list[StaleCitation]:
         """Cited documents that are past their review date or superseded, per the index manifest's metadata."""
@@ -484,10 +485,9 @@ class Store:
         for doc in self.most_cited_documents(days, limit=10_000, now=now):
             meta = (documents.get(doc.doc_id) or {}).get("meta") or {}
             reasons = []
-            review_due = meta.get("review_due") or ""
+            review_due, superseded_by = meta.get("review_due") or "", meta.get("superseded_by") or ""
             if review_due and review_due < today.isoformat():
                 reasons.append(f"past review (due {review_due})")
-            superseded_by = meta.get("superseded_by") or ""
             if superseded_by:
                 reasons.append(f"superseded by {superseded_by}")
             if not meta:

@@ -153,6 +153,7 @@ def search(
         console.print("   " + r["text"][:400].replace("\n", "\n   "), markup=False, highlight=False)
 
 
+# why: the ask command's options and its two outputs (table, --json) in one place
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The policy question."),

@@ -339,6 +339,7 @@ def sync_with_progress(index, settings: Settings, running: str, failed: str, don
 
 
 # ---- knowledge-base page ---------------------------------------------------------------------------------
+# why: one table row per document; each branch is an optional column
 def kb_rows(documents: dict[str, dict[str, Any]], lint_issues: Sequence[Any] = (), kb_dir: Path | None = None,
             today: date | None = None) -> list[dict[str, Any]]:
     """One row per indexed document with its metadata, review state and lint status."""

@@ -57,6 +57,7 @@ class SentenceBuffer:
         return out
 
 
+# why: the SSE loop: event kinds, public sentence buffering, errors and the final answer
 async def sse_events(ctx: ApiContext, events: Iterator[AnswerEvent], first: AnswerEvent | PolicyDeskError | None,
                      filters: Filters, question: str, cid: str, surface: str,
                      who: Caller) -> AsyncIterator[ServerSentEvent]:

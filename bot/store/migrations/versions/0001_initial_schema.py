@@ -12,6 +12,7 @@ branch_labels = None
 depends_on = None
 
 
+# why: a migration is the schema as written: one CREATE per table
 def upgrade() -> None:
     """Create the five tables as release 1 of the SQLite store had them."""
     op.create_table(
