@@ -211,6 +211,7 @@ def quality_for(corpus: str, workdir: Path, quick: bool, embedder) -> list[Quali
     gen = index.require_generation()
     searcher = HybridSearcher.from_settings(index, s)
     rrf = HybridSearcher.from_settings(index, s.model_copy(update={"fusion": "rrf"}))
+    adaptive = HybridSearcher.from_settings(index, s.model_copy(update={"adaptive_fusion": True}))
     filters = Filters(audience=Audience.INTERNAL)
     depth = max(60, s.fetch_k)  # enough chunks to always reach 10 distinct documents
     store = langchain_recipe(corpus, workdir, embedder)
@@ -228,6 +229,9 @@ def quality_for(corpus: str, workdir: Path, quick: bool, embedder) -> list[Quali
         ("RRF", lambda q: distinct(
             [r.chunk.doc_id for r in rrf.search(q["question"], filters, depth, q.get("history") or None)]),
          f"reciprocal-rank fusion (k={s.rrf_k}) of the same lists; history used on {with_history} questions"),
+        ("PolicyDesk, adaptive fusion", lambda q: distinct(
+            [r.chunk.doc_id for r in adaptive.search(q["question"], filters, depth, q.get("history") or None)]),
+         "adaptive_fusion=true: BM25 weight scaled by the idf share of the question its best chunk holds"),
         ("PolicyDesk", lambda q: distinct(
             [r.chunk.doc_id for r in searcher.search(q["question"], filters, depth, q.get("history") or None)]),
          f"product defaults; history used on {with_history} questions"),

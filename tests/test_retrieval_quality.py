@@ -105,3 +105,18 @@ def test_copies_of_a_paragraph_do_not_crowd_out_other_documents(tmp_path, fixtur
     assert set(raw[:2]) == copies  # without the step both copies come first
     assert deduped[0] in copies and deduped[1] == "seller-payouts"  # the copy waits behind the distinct doc
     assert np.isclose(HybridSearcher(index).search(q, PUBLIC, k=1)[0].score, 1.0)
+
+
+def test_adaptive_fusion_moves_weight_to_dense_when_bm25_misses_the_question(fixture_index):
+    searcher = HybridSearcher(fixture_index, adaptive=True)
+    filters = Filters(audience=Audience.INTERNAL)
+    own_words = "coin refund"
+    lexical = fixture_index.lexical_search(own_words, filters, 5)
+    dense, lex = searcher.adaptive_weights(own_words, lexical)
+    assert lex == pytest.approx(0.7) and dense == pytest.approx(0.3)  # the best BM25 chunk has every term
+    mixed = "coin refund impersonating account sentinel"  # no single chunk holds all of these words
+    dense, lex = searcher.adaptive_weights(mixed, fixture_index.lexical_search(mixed, filters, 5))
+    assert 0.0 < lex < 0.7 and dense + lex == pytest.approx(1.0)
+    unknown = "zyxwvut qwertyuiop"  # words in no chunk carry no idf mass: BM25 found nothing, dense decides
+    assert searcher.adaptive_weights(unknown, fixture_index.lexical_search(unknown, filters, 5)) == (1.0, 0.0)
+    assert searcher.adaptive_weights("qwertyuiop", []) == (1.0, 0.0)

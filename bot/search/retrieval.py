@@ -176,8 +176,9 @@ class HybridSearcher:
                  near_duplicate_jaccard: float = 0.6, title_weight: float = TITLE_WEIGHT,
                  support_weight: float = SUPPORT_WEIGHT, sop_prior: float = SOP_PRIOR,
                  region_prior: float = REGION_PRIOR, anchor_weight: float = ANCHOR_WEIGHT,
-                 profile: KBProfile = DEFAULT_PROFILE):
+                 profile: KBProfile = DEFAULT_PROFILE, adaptive: bool = False):
         self.index = index
+        self.adaptive = adaptive  # per-question dense/BM25 split (adaptive_weights)
         self.profile = profile  # the KB's region names and link syntax
         self.fetch_k = fetch_k
         self.rrf_k = rrf_k
@@ -197,7 +198,8 @@ class HybridSearcher:
         return cls(index, settings.fetch_k, settings.rrf_k, settings.dense_weight, settings.lexical_weight,
                    fusion=settings.fusion, history_turns=settings.history_turns,
                    history_weight=settings.history_weight,
-                   near_duplicate_jaccard=settings.near_duplicate_jaccard, profile=settings.profile)
+                   near_duplicate_jaccard=settings.near_duplicate_jaccard, profile=settings.profile,
+                   adaptive=settings.adaptive_fusion)
 
     # ---- conversation ----------------------------------------------------------------------------------
     # why: builds the search text from the question and history; each branch is one rule
@@ -233,6 +235,24 @@ class HybridSearcher:
                 terms[t] = terms.get(t, 0.0) + HISTORY_TERM_WEIGHT * w
         return ConversationQuery(vec, terms, weight)
 
+    def adaptive_weights(self, query: str, lexical: list[tuple[Chunk, float]]) -> tuple[float, float]:
+        """Dense and BM25 weights for this question: BM25 keeps its weight in the share of the question's idf mass
+        that its best chunk contains, and the rest moves to the dense list. A paraphrase shares few words with
+        the passage that answers it, so its BM25 list is noise and the dense list decides; a question in the
+        KB's own words keeps the fixed split. No fitted number: the split itself is the fixed one."""
+        dense, lex = self.weights
+        terms = set(analyze(query))
+        if not lexical or not terms:
+            return dense + lex, 0.0
+        bm25 = self.index.require_generation().lexical
+        mass = {t: bm25.idf(t) for t in terms}
+        total = sum(mass.values())
+        if total <= 0:
+            return dense + lex, 0.0
+        have = set(analyze(lexical[0][0].lexical_text))
+        share = sum(w for t, w in mass.items() if t in have) / total
+        return dense + lex * (1.0 - share), lex * share
+
     # ---- search ----------------------------------------------------------------------------------------
     # why: dense + BM25 + fusion + filters for one query in the order they apply
     def search(self, query: str, filters: Filters, k: int = 6,
@@ -254,12 +274,13 @@ class HybridSearcher:
             lists.append(self.index.lexical_search(conv.terms, filters, self.fetch_k))  # type: ignore[arg-type]
             list_weights += [self.history_weight * conv.weight] * 2
         kinds = [0, 1] * (len(lists) // 2)  # 0 = dense, 1 = lexical
+        weights = self.adaptive_weights(query, lists[1]) if self.adaptive else self.weights
         if self.fusion == "rrf":
             fused = reciprocal_rank_fusion([[c for c, _ in l] for l in lists],
-                                           [w * self.weights[kd] for w, kd in zip(list_weights, kinds)],
+                                           [w * weights[kd] for w, kd in zip(list_weights, kinds)],
                                            self.rrf_k)
         else:
-            fused = score_fusion(lists, [w * self.weights[kd] for w, kd in zip(list_weights, kinds)])
+            fused = score_fusion(lists, [w * weights[kd] for w, kd in zip(list_weights, kinds)])
         # title, link and second-chunk evidence count for a question on its own (or after small talk): in a
         # conversation that drifts between topics they pull the earlier topic's documents up (measured on mtrag:
         # R@5 0.961 -> 0.937 at full weight, 0.953 fading with the history's weight, 0.961 off)
