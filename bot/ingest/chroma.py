@@ -85,7 +85,8 @@ def claim_embedded_store(data_dir: Path) -> FileLock:
     """Make this process the owner of the embedded store under data_dir, or raise IndexUnavailableError naming
     the process that owns it. Re-entrant within one process (one lock object per path); ownership lasts while
     the returned lock is referenced, so keep it as long as the client."""
-    lock = FileLock(str(data_dir / "owner.lock"), is_singleton=True)
+    # thread_local=False: the console (Streamlit script threads) and the API worker threads share the ownership
+    lock = FileLock(str(data_dir / "owner.lock"), is_singleton=True, thread_local=False)
     if lock.is_locked:
         return lock
     try:
