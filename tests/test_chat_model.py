@@ -98,6 +98,7 @@ def test_a_refusal_comes_from_the_assessment_before_any_model_call(fixture_setti
     a = svc.ask("What is the boiling point of mercury on Venus?", [], PUBLIC)
     assert a.refused and a.refusal_reason.startswith("low_retrieval_confidence")
     assert len(server.requests) == before  # the model was never asked
+    assert a.composer == "chat" and a.fallback_reason == ""  # nothing fell back: the model had no turn
 
 
 def test_markers_protocol_the_verifier_finds_the_span(fixture_settings, fixture_index, server):

@@ -266,7 +266,7 @@ class AnswerService:
                                  companions=r.companions, regions=turn.filters.regions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
-        evidence = turn.evidence = self.composer("extractive").run(request)
+        evidence = self.composer("extractive").run(request)
         turn.answerability = assess.features(
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights())
@@ -280,6 +280,7 @@ class AnswerService:
                     turn.on_token(sentence.text + " ")
         else:
             composer = self.composer(turn.composer)
+            turn.evidence = evidence  # only a draft the model really wrote can fall back to it
             try:
                 turn.draft = (composer.stream(request, turn.on_token) if turn.on_token
                               else composer.run(request))
