@@ -57,6 +57,29 @@ def test_a_second_process_cannot_ingest_into_an_index_this_process_serves(fixtur
     assert searcher.search("zebra rules", Filters(), k=1)[0].chunk.doc_id == "zebra-policy"
 
 
+def test_another_thread_of_the_owning_process_opens_the_index(fixture_kb_dir, tmp_path):
+    """Ownership is per process: a Streamlit session or an API worker runs in its own thread and must not be
+    refused by the lock its own process holds."""
+    kb = _copy_kb(fixture_kb_dir, tmp_path)
+    settings = Settings(data_dir=tmp_path / "data", kb_dir=kb)
+    owner = KnowledgeIndex(settings)
+    owner.sync()
+    results: list[object] = []
+
+    def open_in_thread() -> None:
+        try:
+            other = KnowledgeIndex(settings)
+            results.append(HybridSearcher(other).search("LIVE gifts Diamonds", Filters(), k=1))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows what was raised
+            results.append(exc)
+
+    worker = threading.Thread(target=open_in_thread)
+    worker.start()
+    worker.join(timeout=300)
+    assert len(results) == 1 and isinstance(results[0], list) and results[0], results
+    assert owner.generation() is not None
+
+
 def test_concurrent_first_requests_open_chroma_once(fixture_kb_dir, tmp_path):
     kb = _copy_kb(fixture_kb_dir, tmp_path)
     settings = Settings(data_dir=tmp_path / "data", kb_dir=kb)
