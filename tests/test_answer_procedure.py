@@ -3,6 +3,7 @@ SOP ranked above documents that only link to it, and hints (SOP prior, regions) 
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -185,3 +186,14 @@ def test_escalation_reason_is_not_another_regions_rule(kb_service):
                        [], Filters(audience=Audience.INTERNAL))
     assert a.escalation is not None and a.escalation.source_doc_id == "sop-unauthorised-payments-psd2"
     assert "US and ROW" not in a.escalation.reason
+
+
+def test_a_question_asking_which_team_is_answered_with_a_queue_the_cited_document_names(kb_service):
+    """The composer prefers units holding the kind of value asked for: the SOP's scope line restates the
+    situation ("Diamonds are missing from their balance") but names no queue, so it cannot be the whole answer."""
+    a = kb_service.ask("A creator says Diamonds are missing from their balance. Which team handles the dispute?",
+                       [], INTERNAL)
+    assert not a.refused and a.citations and all(c.quote in c.chunk_text for c in a.citations)
+    cited = " ".join(c.chunk_text for c in a.citations)
+    queues = set(re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`", cited))
+    assert queues and any(q in a.text for q in queues), a.text

@@ -41,6 +41,8 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
      re.compile(r"(USD|EUR|GBP|\$|€|£)\s?\d|\d\s?(USD|EUR|GBP|%|percent)|\bfree\b|\bno (fee|charge)\b", re.IGNORECASE)),
     (re.compile(r"\bwho\b|\bwhich (team|queue)\b|\bpriority\b|\bescalat|\broute\b|\bpage\b|\bqueue\b", re.IGNORECASE),
      re.compile(r"`[a-z0-9]+(-[a-z0-9]+)+`|\bP[1-4]\b|\bteam\b|\bqueue\b|\brotation\b")),
+    (re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE),  # a count: "how many strikes", "number of appeals"
+     re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight|nine|ten|once|twice)\b", re.IGNORECASE)),
     (re.compile(r"\bhow old\b|\bage\b|\bminimum age\b", re.IGNORECASE),
      re.compile(r"\b\d{1,2}\b[^.]{0,30}\b(old|older|younger|age)\b|\bunder \d{1,2}\b|\baged? \d{1,2}\b", re.IGNORECASE)),
     (re.compile(r"^\s*(can|could|may|is it|are we|do we|does|is there|am i|should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
@@ -59,6 +61,15 @@ def answer_type_bonus(question: str, text: str) -> float:
         if asks.search(question):
             return 1.0 if gives.search(text) else 0.0
     return 0.0
+
+
+def asks_value(question: str) -> bool:
+    """Whether the question asks for a value an answer must contain (a duration, an amount, a team or queue, an
+    age), as opposed to a yes/no rule or an open question: its answer without such a value is incomplete."""
+    for asks, _ in _ANSWER_TYPES[:-1]:  # the last type is the yes/no rule, which any 'must'/'only' states
+        if asks.search(question):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from bot.answer.compose import (
     DraftSentence,
     Source,
     answer_type_bonus,
+    asks_value,
     is_howto,
     phrases,
 )
@@ -45,6 +46,7 @@ class _Candidate:
     sem: float | None = None
     kind_bonus: float = 0.0  # the unit holds the kind of thing asked for
     phrase: float = 0.0  # share of the question's word pairs in the unit or its heading
+    novelty: float = 1.0  # idf-weighted share of the unit's words that neither the question nor the title says
     score: float = 0.0
 
 
@@ -59,7 +61,8 @@ class ExtractiveComposer(Composer):
                  sim_weight: float = 0.4, rank_weight: float = 0.1, type_weight: float = 0.1,
                  length_penalty: float = 0.1, typical_terms: int = 15, same_doc_bonus: float = 0.0,
                  phrase_weight: float = 0.15, case_ratio: float = 0.75,
-                 lead_margin: float = 1.15, profile: KBProfile = DEFAULT_PROFILE):
+                 lead_margin: float = 1.15, novelty_weight: float = 0.15, novelty_floor: float = 0.5,
+                 profile: KBProfile = DEFAULT_PROFILE):
         self.embed = embed
         self.profile = profile  # the KB's heading meanings and region names
         self.max_units = max_units
@@ -76,6 +79,10 @@ class ExtractiveComposer(Composer):
         self.same_doc_bonus = same_doc_bonus  # later picks from the first pick's document read as one answer
         self.case_ratio = case_ratio  # steps answer a procedural question unless its best unit is this much better
         self.lead_margin = lead_margin  # a unit outside the steps leads them when it beats the best step by this
+        # A unit whose words the question (or the document's title) already says restates the situation ("Use
+        # this SOP when a user wants to take a break") instead of answering it: it loses up to novelty_weight,
+        # in proportion to how far its novelty falls below novelty_floor.
+        self.novelty_weight, self.novelty_floor = novelty_weight, novelty_floor
 
     # scoring ---------------------------------------------------------------------------------------------
     def _query_weights(self, request: ComposeRequest) -> dict[str, float]:
@@ -112,6 +119,7 @@ class ExtractiveComposer(Composer):
             heading = " ".join((src.chunk.metadata.get("title", ""),) + src.chunk.section_path)
             head_terms = set(analyze(heading))
             head_phrases = phrases(" ".join(src.chunk.section_path))
+            known = set(qw) | set(analyze(src.chunk.metadata.get("title", "")))
             # a companion chunk belongs to a ranked document: it shares that document's prior
             rank_prior = 1.0 - rank / max(n, 1) if rank < n else doc_prior.get(src.chunk.doc_id, 0.0)
             # text addressed to the assistant is not policy content, whatever it says: drop its whole paragraph
@@ -136,6 +144,8 @@ class ExtractiveComposer(Composer):
                 if "{{" in unit.display:
                     lex *= 0.3  # a template line with placeholders ("Hi {{first_name}}") states no policy
                 cand = _Candidate(src, unit, lex, rank_prior)
+                mass = sum(request.weights.idf(t) for t in unit.terms) or 1.0
+                cand.novelty = sum(request.weights.idf(t) for t in unit.terms if t not in known) / mass
                 cand.kind_bonus = answer_type_bonus(question, unit.display)
                 if q_phrases:  # word pairs of the question found in the unit or its section heading
                     cand.phrase = len(q_phrases & (phrases(unit.display) | head_phrases)) / len(q_phrases)
@@ -149,7 +159,8 @@ class ExtractiveComposer(Composer):
         can be chosen when the embedder is used, so every compared score has the same terms."""
         for c in cands:
             c.score = (self.lex_weight * c.lex + self.sim_weight * max(c.source.similarity, 0.0)
-                       + self.rank_weight * c.rank + self.type_weight * c.kind_bonus + self.phrase_weight * c.phrase)
+                       + self.rank_weight * c.rank + self.type_weight * c.kind_bonus + self.phrase_weight * c.phrase
+                       - self.novelty_weight * max(0.0, 1.0 - c.novelty / self.novelty_floor))
         ranked = sorted(cands, key=lambda c: -c.score)
         if self.embed is None or request.query_vector is None or not self.embed_units or not ranked:
             return ranked
@@ -298,9 +309,30 @@ class ExtractiveComposer(Composer):
             if steps:
                 return steps + (self._deadline(request, cands, steps, main) if timing else [])
         chosen = self._greedy(request, ranked, cands, units)
+        if chosen and not timing and asks_value(question):
+            chosen = self._with_value(ranked, chosen)
         if timing and chosen:
             # the deadline of the document the answer is about (its first pick), not of a neighbour
             chosen += self._deadline(request, cands, chosen, chosen[0].source.chunk.doc_id)
+        return chosen
+
+    def _with_value(self, ranked: list[_Candidate], chosen: list[_Candidate]) -> list[_Candidate]:
+        """When the question asks for a value (an amount, a team, an age) and no chosen unit states one, the best
+        unit of a document the answer already cites that does, in place of the weakest pick if the answer is full."""
+        if any(c.kind_bonus for c in chosen):
+            return chosen
+        docs = {c.source.chunk.doc_id for c in chosen}
+        have = {(c.source.number, c.unit.position) for c in chosen}
+        floor = ranked[0].score * self.min_relative * self.case_ratio
+        for c in ranked:
+            if c.score < floor:
+                break
+            if (not c.kind_bonus or c.source.chunk.doc_id not in docs or c.unit.kind == "lead"
+                    or (c.source.number, c.unit.position) in have
+                    or any(self._overlap(c.unit, o.unit) > self.redundancy for o in chosen)):
+                continue
+            kept = chosen if len(chosen) < self.max_units else sorted(chosen, key=lambda o: -o.score)[:-1]
+            return sorted(kept + [c], key=lambda o: (chosen.index(o) if o in chosen else len(chosen)))
         return chosen
 
     # why: greedy selection with its stop rules in one loop, so the budget is read in one place
