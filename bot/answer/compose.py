@@ -41,8 +41,6 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
      re.compile(r"(USD|EUR|GBP|\$|€|£)\s?\d|\d\s?(USD|EUR|GBP|%|percent)|\bfree\b|\bno (fee|charge)\b", re.IGNORECASE)),
     (re.compile(r"\bwho\b|\bwhich (team|queue)\b|\bpriority\b|\bescalat|\broute\b|\bpage\b|\bqueue\b", re.IGNORECASE),
      re.compile(r"`[a-z0-9]+(-[a-z0-9]+)+`|\bP[1-4]\b|\bteam\b|\bqueue\b|\brotation\b")),
-    (re.compile(r"\bhow many\b|\bnumber of\b", re.IGNORECASE),  # a count: "how many strikes", "number of appeals"
-     re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight|nine|ten|once|twice)\b", re.IGNORECASE)),
     (re.compile(r"\bhow old\b|\bage\b|\bminimum age\b", re.IGNORECASE),
      re.compile(r"\b\d{1,2}\b[^.]{0,30}\b(old|older|younger|age)\b|\bunder \d{1,2}\b|\baged? \d{1,2}\b", re.IGNORECASE)),
     (re.compile(r"^\s*(can|could|may|is it|are we|do we|does|is there|am i|should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
@@ -55,8 +53,26 @@ EXTENSION_RE = re.compile(r"\bextend(?:ed|s|able)?\b|\bextension\b", re.IGNORECA
 SCOPE_SECTION_RE = re.compile(r"\b(?:when this applies|scope|applies to|purpose|overview)\b", re.IGNORECASE)
 
 
+_COUNT_ASK_RE = re.compile(r"\bhow many ([a-z]{3,})", re.IGNORECASE)
+_NUMBER = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
+
+
+def _counted(question: str) -> re.Pattern | None:
+    """For "how many <things>", a pattern for a number of those things ("Three copyright strikes"); a bare number
+    is no count of anything, so only the thing asked about, up to two words after the number, counts."""
+    m = _COUNT_ASK_RE.search(question)
+    if m is None:
+        return None
+    stem = re.escape(m.group(1).lower()[:5])
+    return re.compile(rf"\b{_NUMBER}\b(?:\s+[\w-]+){{0,2}}?\s+{stem}", re.IGNORECASE)
+
+
 def answer_type_bonus(question: str, text: str) -> float:
-    """1.0 when the unit contains the kind of thing the question asks for (a duration, an amount, a queue...)."""
+    """1.0 when the unit contains the kind of thing the question asks for (a duration, an amount, a queue, a
+    count of the things asked about...)."""
+    counted = None if _ANSWER_TYPES[0][0].search(question) else _counted(question)
+    if counted is not None:
+        return 1.0 if counted.search(text) else 0.0
     for asks, gives in _ANSWER_TYPES:
         if asks.search(question):
             return 1.0 if gives.search(text) else 0.0
@@ -66,6 +82,8 @@ def answer_type_bonus(question: str, text: str) -> float:
 def asks_value(question: str) -> bool:
     """Whether the question asks for a value an answer must contain (a duration, an amount, a team or queue, an
     age), as opposed to a yes/no rule or an open question: its answer without such a value is incomplete."""
+    if _counted(question) is not None:
+        return True
     for asks, _ in _ANSWER_TYPES[:-1]:  # the last type is the yes/no rule, which any 'must'/'only' states
         if asks.search(question):
             return True
