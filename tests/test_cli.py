@@ -79,6 +79,7 @@ def test_kb_lint_finds_broken_links_dangling_supersedes_and_bad_fields(tmp_path)
                                    "version: '1'\neffective_date: 2026-01-01\nowner: X\nlast_reviewed: 2020-01-01\n"
                                    "review_every_days: 30\nsupersedes: nowhere\n---\n# A\nSee [B](kb:missing-doc).\n")
     (tmp_path / "b.md").write_text("---\nid: b\naudience: public\n---\n# B\nLinks [A](kb:a).\n")
+    (tmp_path / "policydesk-profile.toml").write_text('[lint]\nrequired_fields = ["id", "owner", "url"]\n')
     out = run("kb", "lint", tmp_path, "--json", data_dir=tmp_path / "d", check=False)
     assert out.returncode == 1
     issues = json.loads(out.stdout)["issues"]
@@ -88,3 +89,13 @@ def test_kb_lint_finds_broken_links_dangling_supersedes_and_bad_fields(tmp_path)
     assert "public article links to internal document kb:a" in problems
     assert "b.md:owner:required field is missing" in problems
     assert "past its review date" in problems
+    assert "b.md:url:public articles need a url" in problems
+
+
+def test_kb_lint_asks_nothing_of_plain_markdown_without_a_profile(tmp_path):
+    """A team's first documents: no front matter at all, and no house rules: lint finds nothing to fix."""
+    (tmp_path / "refunds.md").write_text("# Refunds\n\nRefunds are possible within 14 days of purchase.\n")
+    (tmp_path / "account-deletion.md").write_text("# Deleting your account\n\n1. Open Settings.\n2. Tap Delete.\n")
+    out = run("kb", "lint", tmp_path, "--json", data_dir=tmp_path / "d", check=False)
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["documents"] == 2 and report["errors"] == 0, report

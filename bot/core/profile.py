@@ -64,6 +64,9 @@ class KBProfile:
     queue: re.Pattern | None = None
     link: re.Pattern = re.compile(DEFAULT_LINK)
     city_min_population: int = CITY_MIN_POPULATION
+    # Front-matter fields `kb lint` requires. None by default: a team's first Markdown file needs no front matter
+    # (id from the file name, title from the first heading, audience internal); a KB with house rules lists them.
+    required_fields: tuple[str, ...] = ()
     source: str = "defaults"
 
     @property
@@ -174,6 +177,7 @@ def parse_profile(data: dict, source: str = "inline") -> KBProfile:
         queue=_compile(patterns["queue"], "patterns.queue") if "queue" in patterns else None,
         link=_compile(patterns.get("link", DEFAULT_LINK), "patterns.link"),
         city_min_population=int(regions.get("city_min_population", CITY_MIN_POPULATION)),
+        required_fields=tuple(str(f) for f in data.get("lint", {}).get("required_fields", ())),
         source=source)
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from bot.core.config import Settings
 from bot.core.models import Audience
+from bot.core.profile import PROFILE_FILE, load_profile
 from bot.ingest.loaders import load_markdown, load_paths, read_sidecar
 
 LINK_RE = re.compile(r"\]\(kb:([A-Za-z0-9._-]+)\)")
-REQUIRED_FIELDS = ("id", "title", "type", "audience", "regions", "version", "effective_date", "owner",
-                   "last_reviewed", "review_every_days")
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,10 @@ class LintReport:
 # why: one pass over documents; each branch is one lint rule with its message
 def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = True,
             settings: Settings | None = None) -> LintReport:
-    """Check every KB document; strict_fields requires the full front matter (our own kb/)."""
+    """Check every KB document; strict_fields applies the KB profile's `[lint] required_fields` (none by default)."""
     today = today or date.today()
     settings = settings or Settings()
+    required = _required_fields(paths, settings)
     loaded = load_paths(paths, max_bytes=settings.max_document_bytes, max_chars=settings.max_document_chars)
     report = LintReport(documents=len(loaded.documents))
     for path, problem in loaded.failures.items():
@@ -62,10 +62,10 @@ def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = 
     for d in loaded.documents:
         if strict_fields:
             meta_fields = _declared_fields(d)
-            for f in REQUIRED_FIELDS:
-                if f not in meta_fields:
+            for f in required:
+                if f != "url" and f not in meta_fields:
                     report.issues.append(LintIssue("error", d.path, f, "required field is missing"))
-            if d.audience is Audience.PUBLIC and not d.url:
+            if "url" in required and d.audience is Audience.PUBLIC and not d.url:
                 report.issues.append(LintIssue("error", d.path, "url", "public articles need a url to link to"))
         for target in LINK_RE.findall(d.text):
             if target not in ids:
@@ -90,6 +90,14 @@ def lint_kb(paths: list[Path], today: date | None = None, strict_fields: bool = 
             report.issues.append(LintIssue("warning", d.path, "effective_date",
                                            f"not in force until {d.effective_date}"))
     return report
+
+
+def _required_fields(paths: list[Path], settings: Settings) -> tuple[str, ...]:
+    """The required front-matter fields of the KB being linted: its own profile when it has one, else Settings'."""
+    folder = Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else None
+    if settings.kb_profile is None and folder is not None:
+        return load_profile(folder / PROFILE_FILE).required_fields
+    return settings.profile.required_fields
 
 
 def _declared_fields(doc) -> set[str]:
