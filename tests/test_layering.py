@@ -1,7 +1,7 @@
 """The package's folders are its architecture: imports flow one way, and no private name crosses a module.
 
 Reads every module's imports (top level and inside functions) with `ast`, so a late import cannot hide a
-layering break. The order is README "Layout": a module may import its own folder and the folders above it.
+layering break. The order is README.md "Layout": a module may import its own folder and the folders above it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Answerability: how likely the knowledge base answers a question, from retrieval and the extracted evidence.
 
-One small logistic scorer over five explicit features (README "Calibration of `refusal_threshold`"):
+One small logistic scorer over five explicit features (docs/answers.md "Calibration of `refusal_threshold`", docs/quality.md):
 
     top_similarity      cosine of the question and the closest of the first three chunks
     chunk_coverage      idf-weighted share of the question's terms that the best of the first three chunks holds
@@ -92,7 +92,7 @@ _GIVES_NUMBER = re.compile(_NUMBER, re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Features:
-    """The answerability features of one question (README "Calibration of `refusal_threshold`")."""
+    """The answerability features of one question (docs/answers.md "Calibration of `refusal_threshold`", docs/quality.md)."""
 
     top_similarity: float
     chunk_coverage: float

@@ -220,7 +220,7 @@ class DeterministicCondenser:
                          carried_terms=tuple(terms), method="deterministic", decision="follow-up",
                          signals=signals)
 
-    # why: one pass over the history's terms; each branch is a filter the README lists
+    # why: one pass over the history's terms; each branch is one signal docs/answers.md lists
     def topic_terms(self, question: str, prior: list[str], weights: TermWeights) -> list[str]:
         """The most distinctive words of the earlier turns (newest turn first) not already in the question.
 

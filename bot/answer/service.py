@@ -232,7 +232,7 @@ class AnswerService:
         t = time.perf_counter()
         query = turn.condensed.retrieval_query
         # earlier user turns also steer the search (the retriever blends them in), measured to help on
-        # doc2dial/mtrag follow-ups together with the carried topic terms (README: answer chain figures)
+        # doc2dial/mtrag follow-ups together with the carried topic terms (docs/answers.md: answer chain figures)
         history = self._context(turn) if self.history_blend else None
         scored = self.searcher.search(query, turn.filters, k=self.settings.top_k, history=history)
         qvec = self.embedder.embed_array([query])[0]  # memoised: the searcher just computed it

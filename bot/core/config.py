@@ -64,10 +64,10 @@ class Settings(BaseSettings):
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model (provider openai).")
     embedding_batch_size: int = Field(
         8, description="Texts per ONNX run. 8 measured ~12% faster than 32 on 2 cores and peaks ~1 GB lower "
-        "(onnxruntime's arena grows with batch x length); see README.md (Benchmarks)."
+        "(onnxruntime's arena grows with batch x length); see docs/benchmarks.md."
     )
 
-    # Chunking (chosen by measurement on ../shared/corpora; see README)
+    # Chunking (chosen by measurement on ../shared/corpora; see docs/benchmarks.md)
     chunk_tokens: int = Field(256, description="Maximum tokens per chunk body (cl100k).")
     chunk_overlap_tokens: int = Field(32, description="Overlap when a long block must be split.")
     tokenizer_encoding: str = "cl100k_base"

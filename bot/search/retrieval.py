@@ -1,7 +1,7 @@
 """Hybrid retrieval: dense (Chroma) + BM25 fused, always under the requester's Filters.
 
 How a search runs (every step measured on ../shared/corpora; benchmarks/retrieval.py and
-README.md (Benchmarks) have the figures):
+docs/benchmarks.md have the figures):
 1. The question alone is searched densely and with BM25 (BM25 counts each chunk's title and section path twice:
    Chunk.lexical_text).
 2. With a conversation, a second pair of searches uses the question plus the recent user turns: a blended
@@ -55,7 +55,7 @@ HISTORY_TERM_WEIGHT = 0.6  # a history term's BM25 weight relative to a question
 SHINGLE = 5  # words per shingle for near-duplicate detection
 
 # Document-level re-ranking, each a share of the best fused score (measured on the kb/ suites, checked on
-# ../shared/corpora; README "Answers" has the figures).
+# ../shared/corpora; docs/benchmarks.md has the figures).
 TITLE_WEIGHT = 0.3  # times the idf-weighted share of question terms in the document title
 SUPPORT_WEIGHT = 0.3  # times the document's second-best chunk score (several matching chunks: about the topic)
 SOP_PRIOR = 0.5  # an agent's procedural question: SOPs are the procedure to follow
