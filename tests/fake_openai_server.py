@@ -14,6 +14,7 @@ deterministic behaviours chosen by the request's model name:
 - markers:     the "markers" citation protocol: the grounded sentence with its source number, no QUOTES block
 - misread:     what SmolLM2-135M wrote in issue 15: a tag-wrapped sentence with a wrong figure and a leading [n]
 - forgetful:   rewrites a follow-up as the bare question, dropping the topic of earlier turns (then grounded)
+- drifting:    rewrites a follow-up into another question that keeps one topic word, then misreads (as misread)
 - error:       HTTP 500
 Condense requests (the rewrite prompt) get "<question> (about <last user turn>)".
 Every request body is recorded in `server.requests`.
@@ -73,6 +74,8 @@ def reply_for(model: str, messages: list[dict]) -> str:
         users = re.findall(r"^User: (.*)$", user, re.MULTILINE)
         if model == "forgetful":  # what a weak model does: the question back, its topic lost
             return q.group(1) if q else ""
+        if model == "drifting":  # keeps a topic word but asks about something else (then misreads its sources)
+            return "Which gifts can I send in a LIVE with my coins?"
         return f"{q.group(1) if q else ''} (about {users[-1] if users else ''})".strip()
     sources = _sources(user)
     if model == "noanswer" or not sources:
@@ -82,7 +85,7 @@ def reply_for(model: str, messages: list[dict]) -> str:
     missing = max(sources) + 5
     if model == "markers":
         return f"{sent.rstrip('.')} [{n}]."
-    if model == "misread":
+    if model in ("misread", "drifting"):
         return f"<source>\n[{n}] The answer is 2 months.\n</source>"
     if model == "fabricated":
         return (f"{sent.rstrip('.')} [{n}]. Refund requests are always approved within one hour [{missing}]. "

@@ -186,6 +186,19 @@ def test_a_rewrite_that_drops_the_topic_is_not_used(fixture_settings, fixture_in
     assert not a.refused and a.citations[0].doc_id == "help-coin-refunds"
 
 
+def test_a_drifting_rewrite_cannot_change_what_is_retrieved_or_answered(fixture_settings, fixture_index, server):
+    """composer=chat never answers less than the offline default: the model's rewrite of a follow-up is only the
+    question it is asked to answer; sources, assessment and the fallback are the offline answer's."""
+    svc = chat_service(fixture_settings, fixture_index, server, "drifting", chat_citation_protocol="markers")
+    history = [{"role": "user", "text": "I want a refund for my coins."}, {"role": "agent", "text": "Sure."}]
+    a = svc.ask("How long do I have?", history, PUBLIC)
+    offline = AnswerService(fixture_settings, fixture_index).ask("How long do I have?", history, PUBLIC, "extractive")
+    assert a.standalone_question == "Which gifts can I send in a LIVE with my coins?"  # the model's rewrite is kept
+    assert a.composer == "extractive-fallback" and a.outcome == offline.outcome
+    assert [c.doc_id for c in a.citations] == [c.doc_id for c in offline.citations]
+    assert a.text == offline.text and a.citations[0].doc_id == "help-coin-refunds"
+
+
 def test_endpoint_failure_falls_back_to_the_extractive_answer(fixture_settings, fixture_index, server):
     svc = chat_service(fixture_settings, fixture_index, server, "error")
     a = svc.ask("How do I ask for a coin refund?", [], PUBLIC)

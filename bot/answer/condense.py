@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.core.text import STOP_WORDS, analyze
 
@@ -280,9 +280,9 @@ class ChatCondenser:
         if "<" in line or (carried and not carried & set(analyze(line))):
             log.info("chat condense dropped the topic (%r); using the deterministic rewrite", line[:120])
             return base
-        return Condensed(question, line, line, is_follow_up=base.is_follow_up,
-                         carried_terms=base.carried_terms, method="chat", decision=base.decision,
-                         signals=base.signals)
+        # The rewrite is what the model is asked to answer; the search keeps the deterministic query, so the
+        # sources and the assessment are exactly the offline answer's and composer=chat cannot answer less.
+        return replace(base, standalone=line, method="chat")
 
 
 # ---- what a question asks for --------------------------------------------------------------------------

@@ -256,7 +256,7 @@ class AnswerService:
             turn.draft = Draft([], r.sources, turn.composer, no_answer=True)  # refused before composing
             self._timed(turn, "compose", t)
             return turn
-        question = turn.condensed.standalone if turn.condensed.method == "chat" else turn.question
+        question = turn.question
         if turn.crisis and turn.filters.audience is Audience.PUBLIC:
             # the person at risk rarely uses the words of the help that answers them; an agent describing a case
             # does, and their "what do I do" must still get the SOP's steps
@@ -281,6 +281,8 @@ class AnswerService:
         else:
             composer = self.composer(turn.composer)
             turn.evidence = evidence  # only a draft the model really wrote can fall back to it
+            if turn.condensed.method == "chat":  # the model answers its own standalone rewrite of a follow-up
+                request = replace(request, question=turn.condensed.standalone)
             try:
                 turn.draft = (composer.stream(request, turn.on_token) if turn.on_token
                               else composer.run(request))
