@@ -10,13 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.answer.compose import Draft, DraftCitation, DraftSentence, Source, is_howto
-from bot.answer.condense import DeterministicCondenser, TermWeights, decide_turn
+from bot.answer.condense import DeterministicCondenser, decide_turn
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.service import AnswerService, answer_question, stream_answer
 from bot.answer.verify import CitationVerifier, locate_quote
 from bot.core.errors import InputRejectedError
 from bot.core.events import FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Filters
+from bot.core.text import TermWeights
 
 AS_OF = date(2026, 10, 1)  # v2.0 of the coin refund SOP is in force (effective 2026-07-01)
 INTERNAL = Filters(audience=Audience.INTERNAL, as_of=AS_OF)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bot.answer import assess
-from bot.answer.condense import Condensed, TermWeights
+from bot.answer.condense import Condensed
 from bot.answer.service import AnswerService, Turn
 from bot.core.models import Audience, Filters
+from bot.core.text import TermWeights
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 PUBLIC = Filters(audience=Audience.PUBLIC)

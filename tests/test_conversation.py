@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.answer.condense import DeterministicCondenser, TermWeights, decide_turn
+from bot.answer.condense import DeterministicCondenser, decide_turn
 from bot.answer.service import AnswerService
 from bot.core.models import Audience, Filters
 from bot.core.profile import KBProfile
+from bot.core.text import TermWeights
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 HACKED = [{"role": "user", "text": "hacked acct, attacker changed the phone number 2 weeks ago, user no longer has "

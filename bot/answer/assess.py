@@ -30,8 +30,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from bot.answer.condense import Condensed, TermWeights
-from bot.core.text import analyze
+from bot.answer.condense import Condensed
+from bot.core.text import TermWeights, analyze
 
 # Fitted by benchmarks/answerability_fit.py on the FIT halves of eval/suites/kb_agent.jsonl + kb_public.jsonl
 # (bot/evaluation/split.py; L2-regularised logistic regression, answerable = 1) and reported on the check halves

@@ -23,8 +23,9 @@ from itertools import pairwise
 
 import numpy as np
 
-from bot.answer.condense import Condensed, TermWeights
+from bot.answer.condense import Condensed
 from bot.core.models import Chunk
+from bot.core.text import TermWeights
 from bot.search.intent import is_procedural
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,11 @@ deterministic rewrite is the fallback.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from bot.core.text import STOP_WORDS, analyze
+from bot.core.text import STOP_WORDS, TermWeights, analyze
 
 log = logging.getLogger(__name__)
 
@@ -32,51 +31,6 @@ _GENERIC = frozenset(
     ["need", "want", "know", "tell", "please", "help", "thanks", "thank", "hi", "hello", "question", "ask", "asked", "get", "got", "make", "use", "used", "way", "thing", "things", "something", "anything", "also", "just", "like", "really", "much", "many", "long", "take", "takes", "time", "still", "yes", "no", "okay", "ok", "sure", "right", "well", "good", "great", "user", "users", "customer", "customers", "person", "people", "someone", "somebody", "agent", "agents"]
 )
 _GENERIC_STEMS = frozenset(analyze(" ".join(_GENERIC)))
-
-
-class TermWeights:
-    """Inverse document frequency of stemmed terms in the served index (unknown terms weigh the most)."""
-
-    def __init__(self, doc_freq: dict[str, int], num_docs: int):
-        self._df = doc_freq
-        self._n = max(num_docs, 1)
-        self._max = self.idf_from_df(0)
-
-    def idf_from_df(self, df: int) -> float:
-        """BM25-style idf, always positive."""
-        return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
-
-    def known(self, stem: str) -> bool:
-        """Whether the index contains the term at all (an unknown word cannot tie a turn to the KB's topics)."""
-        return self._df.get(stem, 0) > 0
-
-    def is_common(self, stem: str, share: float = 0.5) -> bool:
-        """Whether a term occurs in more than `share` of the chunks (too common to name a topic)."""
-        return self._df.get(stem, 0) > share * self._n
-
-    def idf(self, stem: str) -> float:
-        """idf of one stemmed term."""
-        df = self._df.get(stem)
-        return self._max if df is None else self.idf_from_df(df)
-
-    @classmethod
-    def from_generation(cls, generation) -> TermWeights:
-        """Document frequencies read from the generation's BM25 index (column counts of its sparse matrix)."""
-        try:
-            bm25 = generation.lexical._bm25  # bm25s keeps per-term postings in CSC form: indptr diff = df
-            indptr = bm25.scores["indptr"]
-            vocab = bm25.vocab_dict
-            counts = [int(indptr[i + 1] - indptr[i]) for i in range(len(indptr) - 1)]
-            df = {term: counts[i] for term, i in vocab.items() if i < len(counts)}
-            return cls(df, int(bm25.scores.get("num_docs", len(generation.chunks))))
-        except Exception as exc:  # noqa: BLE001 - an empty index or another BM25 backend: uniform weights
-            log.debug("term weights unavailable (%s); using uniform idf", exc)
-            return cls({}, 1)
-
-    @classmethod
-    def uniform(cls) -> TermWeights:
-        """Every term weighs the same."""
-        return cls({}, 1)
 
 
 @dataclass(frozen=True)

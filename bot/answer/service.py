@@ -34,13 +34,7 @@ from bot.answer.assess import (  # re-exported: surfaces and tests name refusal 
 )
 from bot.answer.chat import ChatComposer, fallback_reason, message_text
 from bot.answer.compose import Composer, ComposeRequest, Draft, Source
-from bot.answer.condense import (
-    ChatCondenser,
-    Condensed,
-    DeterministicCondenser,
-    TermWeights,
-    describe_decision,
-)
+from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, describe_decision
 from bot.answer.escalation import QueueInfo, find_escalation, queue_table
 from bot.answer.extractive import ExtractiveComposer
 from bot.answer.safety import CRISIS_QUERY, asks_for_person, crisis_signal, redact_pii, validate_question
@@ -50,6 +44,7 @@ from bot.core.config import Settings
 from bot.core.errors import InputRejectedError, ModelEndpointError
 from bot.core.events import AnswerEvent, FinalEvent, TextEvent
 from bot.core.models import Answer, Audience, Filters, ScoredChunk
+from bot.core.text import TermWeights
 from bot.ingest.embeddings import MemoEmbedder
 from bot.ingest.index import KnowledgeIndex
 from bot.search.retrieval import HybridSearcher
@@ -164,7 +159,7 @@ class AnswerService:
         if gen is None:
             return TermWeights.uniform()
         if self._weights is None or self._weights[0] != gen.name:
-            self._weights = (gen.name, TermWeights.from_generation(gen))
+            self._weights = (gen.name, TermWeights(gen.lexical.doc_freq, gen.lexical.size))
         return self._weights[1]
 
     def queues(self, gen) -> dict[str, QueueInfo]:

@@ -3,8 +3,10 @@ one normaliser (span matching, leak shingles) and one answer-sentence splitter."
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
@@ -61,3 +63,36 @@ def split_sentences(text: str) -> list[tuple[str, tuple[int, ...]]]:
             elif nums and out:  # markers standing alone belong to the sentence before them
                 out[-1] = (out[-1][0], out[-1][1] + nums)
     return out
+
+
+class TermWeights:
+    """Inverse document frequency of stemmed terms in the served index (unknown terms weigh the most).
+
+    Built from the BM25 index's document frequencies (`LexicalIndex.doc_freq`, `LexicalIndex.size`)."""
+
+    def __init__(self, doc_freq: Mapping[str, int], num_docs: int):
+        self._df = doc_freq
+        self._n = max(num_docs, 1)
+        self._max = self.idf_from_df(0)
+
+    def idf_from_df(self, df: int) -> float:
+        """BM25-style idf, always positive."""
+        return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
+
+    def known(self, stem: str) -> bool:
+        """Whether the index contains the term at all (an unknown word cannot tie a turn to the KB's topics)."""
+        return self._df.get(stem, 0) > 0
+
+    def is_common(self, stem: str, share: float = 0.5) -> bool:
+        """Whether a term occurs in more than `share` of the chunks (too common to name a topic)."""
+        return self._df.get(stem, 0) > share * self._n
+
+    def idf(self, stem: str) -> float:
+        """idf of one stemmed term."""
+        df = self._df.get(stem)
+        return self._max if df is None else self.idf_from_df(df)
+
+    @classmethod
+    def uniform(cls) -> TermWeights:
+        """Every term weighs the same."""
+        return cls({}, 1)

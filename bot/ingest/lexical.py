@@ -6,6 +6,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import bm25s
 import numpy as np
@@ -29,6 +30,11 @@ class LexicalIndex:
             for toks in tokens:
                 self._df.update(set(toks))
             self._bm25.index(tokens, show_progress=False)
+
+    @property
+    def doc_freq(self) -> Mapping[str, int]:
+        """How many texts contain each analysed term (read-only; the idf of every stage comes from it)."""
+        return MappingProxyType(self._df)
 
     def idf(self, term: str) -> float:
         """BM25 idf of an analysed term in this index (0 for terms it does not contain)."""
