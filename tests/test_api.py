@@ -601,6 +601,7 @@ def test_serve_refuses_several_workers_without_a_chroma_server(tmp_path):
 
 
 @pytest.mark.server
+@pytest.mark.slow  # two serve workers and a Chroma server, each loading the embedder
 def test_serve_with_two_workers_against_a_chroma_server(chroma_server, kb_settings, kb_index, tmp_path):
     host, port = chroma_server
     data = tmp_path / "data"

@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_app_browser import launch
 
+pytestmark = pytest.mark.slow  # a served API + Chromium; `pytest -m "not slow"` skips it
+
 
 def offline_page(browser, base_url: str):
     """A page whose requests outside base_url are aborted and recorded (what a machine without internet sees).

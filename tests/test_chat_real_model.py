@@ -26,6 +26,8 @@ from test_api import sse_events
 from bot.answer.service import AnswerService
 from bot.core.models import Audience, Filters
 
+pytestmark = pytest.mark.slow  # a real llama.cpp server and model calls: tens of seconds; `pytest -m "not slow"` skips it
+
 GDPR = "How long do we have to answer a GDPR data access request from a user in Germany?"
 COINS = "How do I get a refund for coins I bought by mistake?"
 AS_OF = date(2026, 10, 1)

@@ -15,6 +15,8 @@ from test_app_browser import CHAT_INPUT, launch, streamlit_server
 
 from bot.surfaces.users import UsersFile
 
+pytestmark = pytest.mark.slow  # Streamlit + Chromium per role: tens of seconds; `pytest -m "not slow"` skips it
+
 PASSWORD = "correct horse battery"
 NAV_LINK = '[data-testid="stSidebarNavLink"]'
 ROLE_NAV = {

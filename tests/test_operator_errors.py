@@ -95,6 +95,7 @@ def test_a_read_only_data_dir_is_one_line(tmp_path, mounted):
     assert_one_line(run_cli("--data-dir", ro, "ingest", ROOT / "kb", cwd=tmp_path), str(ro), "not writable")
 
 
+@pytest.mark.slow  # a real ingest into a full tmpfs: ~40 s
 def test_a_full_disk_during_ingest_is_one_line(tmp_path, mounted):
     full = mounted("full", "size=2m")
     out = run_cli("--data-dir", full / "data", "ingest", ROOT / "kb", cwd=tmp_path)

@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import free_port, wait_until_serving
 
+pytestmark = pytest.mark.slow  # two serve processes (each loads the embedder) and a Postgres server; `pytest -m "not slow"` skips it
+
 PER_MINUTE = 10  # refills one token every 6 s, so the test's own duration adds few tokens
 
 
