@@ -29,6 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `grace` seconds (servers may wait for work)."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until_serving(probe_url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 180,
                        expect_text: str | None = None) -> None:
     """Poll probe_url until it answers 200 (and expect_text, when given); fail with the server's log if the
@@ -142,11 +152,7 @@ def chroma_server(tmp_path_factory):
             raise RuntimeError(f"chroma server did not start: {(path / 'server.log').read_text()[-2000:]}")
         time.sleep(0.2)
     yield "127.0.0.1", port
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, grace=10)
     log.close()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_harness import API_KEY, api_settings, free_port, running_api, serve_in_thread
-from conftest import wait_until_serving
+from conftest import stop_process, wait_until_serving
 from pydantic import SecretStr
 
 from bot.answer.service import AnswerService
@@ -627,8 +627,4 @@ def test_serve_with_two_workers_against_a_chroma_server(chroma_server, kb_settin
             answers = [c.post("/v1/ask", json=q).json() for _ in range(6)]
         assert all(not a["refused"] and a["citations"][0]["doc_id"] == "help-2fa" for a in answers), answers
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace=20)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import CHROMIUM_ARGS, free_port, wait_until_serving
+from conftest import CHROMIUM_ARGS, free_port, stop_process, wait_until_serving
 
 pytestmark = pytest.mark.slow  # Streamlit/Chromium/corpus runs: minutes; `pytest -m "not slow"` skips them
 
@@ -48,11 +48,7 @@ def streamlit_server(data_dir: Path, kb_dir: Path, log_path: Path,
             wait_until_serving(f"{url}/_stcore/health", proc, log_path, timeout=120, expect_text="ok")
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=15)
 
 
 def launch(playwright, executable: str):

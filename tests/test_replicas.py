@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import free_port, wait_until_serving
+from conftest import free_port, stop_process, wait_until_serving
 
 pytestmark = pytest.mark.slow  # two serve processes (each loads the embedder) and a Postgres server; `pytest -m "not slow"` skips it
 
@@ -38,11 +38,7 @@ def serve(data_dir: Path, kb_dir: Path, database_url: str, log_path: Path) -> It
             wait_until_serving(f"{url}/v1/health", proc, log_path, timeout=300)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=20)
 
 
 @pytest.mark.server
