@@ -31,6 +31,16 @@ def read_pointer(data_dir: Path) -> tuple[int, str] | None:
         return None
 
 
+def pointer_stamp(data_dir: Path) -> tuple[int, int, int] | None:
+    """(inode, change time, size) of current.json, or None before the first ingest: one stat, no read. A swap
+    renames a new file over the pointer, so the inode changes even when the clock's resolution hides the time."""
+    try:
+        st = (data_dir / "current.json").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def load_generation_files(data_dir: Path, name: str) -> tuple[dict[str, Any], list[Chunk]]:
     """The manifest and chunks of one generation."""
     gdir = data_dir / "gen" / name

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_c
 from bot.ingest.generations import (
     collect_garbage,
     load_generation_files,
-    read_pointer,
     swap_pointer,
     write_generation,
 )
@@ -52,6 +52,7 @@ from bot.ingest.metadata import (  # re-exported: callers import the filter rule
     vector_audience,
     visible_audiences,
 )
+from bot.ingest.served import ServedGeneration
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ class KnowledgeIndex:
         self._collections: dict[str, Any] = {}
         self._open_lock = threading.Lock()  # Chroma's client fails when several threads create it at once
         self.search_failure: str | None = None  # why the last vector search failed; None once one succeeds
-        self._generation: Generation | None = None
-        self._pointer_mtime: float | None = None
+        self._served = ServedGeneration(self.data_dir, self._load_generation, lambda gen: gen.name)
 
     # ---- shared plumbing -------------------------------------------------------------------------------
     @property
@@ -197,16 +197,20 @@ class KnowledgeIndex:
         return out
 
     def generation(self) -> Generation | None:
-        """The generation being served, reloaded when another process swapped the pointer."""
-        pointer = read_pointer(self.data_dir)
-        if pointer is None:
-            return None
-        stamp, name = pointer
-        if self._generation is None or stamp != self._pointer_mtime:
-            manifest, chunks = load_generation_files(self.data_dir, name)
-            self._generation = Generation(name, manifest, chunks)
-            self._pointer_mtime = stamp
-        return self._generation
+        """The generation being served, switched without a restart when an ingest in any process published a new
+        one; inside pinned(), the one the request started with (bot/ingest/served.py)."""
+        return self._served.get()
+
+    def pinned(self) -> AbstractContextManager[None]:
+        """Serve one generation to everything inside (one request): it never straddles a switch."""
+        return self._served.pinned()
+
+    def _load_generation(self, name: str, switching: bool) -> Generation:
+        manifest, chunks = load_generation_files(self.data_dir, name)
+        gen = Generation(name, manifest, chunks)
+        if switching:  # a switch while serving: build BM25 before the requests that follow, not in them
+            gen.lexical  # noqa: B018
+        return gen
 
     def require_generation(self) -> Generation:
         """The served generation, or a clear error when nothing has been ingested yet."""
@@ -321,7 +325,7 @@ class KnowledgeIndex:
         }
         name = write_generation(self.data_dir, manifest, live)
         swap_pointer(self.data_dir, name)
-        self._generation = None
+        self._served.forget()
         if progress:
             progress("cleanup", 0, 1)
         self._delete_stale(live)

@@ -24,7 +24,11 @@ from bot.core.config import Settings
 from bot.surfaces.api.auth import StoreLimiter, TokenBucketLimiter, caller_dependency
 from bot.surfaces.api.context import SURFACE_HEADER, ApiContext
 from bot.surfaces.api.errors import install_error_handlers
-from bot.surfaces.api.middleware import BodySizeLimitMiddleware, UnexpectedErrorMiddleware
+from bot.surfaces.api.middleware import (
+    BodySizeLimitMiddleware,
+    PinGenerationMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from bot.surfaces.api.routes import add_answer_routes, add_feedback_routes, add_service_routes
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ def create_app(settings: Settings, index: Any = None, service: Any = None, store
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.add_middleware(PinGenerationMiddleware, index=ctx.index)
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     # Added last = outermost, so 413s and all other errors carry CORS headers a cross-origin widget can read.

@@ -1,16 +1,35 @@
-"""ASGI middleware: a generic JSON 500 for anything unhandled, and the request body size limit."""
+"""ASGI middleware: a generic JSON 500 for anything unhandled, the request body size limit, and one index
+generation per request."""
 
 from __future__ import annotations
 
 import json
 import logging
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.surfaces.api.errors import error_body
 
 log = logging.getLogger(__name__)
+
+
+class PinGenerationMiddleware:
+    """Each request is answered from one index generation, even when an ingest switches the served one while it
+    runs (replicas): retrieval, composing, the leak check and the stored answer all see the same chunks."""
+
+    def __init__(self, app: ASGIApp, index: Any):
+        self.app = app
+        self.index = index
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pinned = getattr(self.index, "pinned", None)
+        if scope["type"] != "http" or pinned is None:
+            await self.app(scope, receive, send)
+            return
+        with pinned():  # the generation is picked by the first lookup, in the worker thread that needs it
+            await self.app(scope, receive, send)
 
 
 class UnexpectedErrorMiddleware:
