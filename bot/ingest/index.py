@@ -255,6 +255,10 @@ class KnowledgeIndex:
             log.info("Index in %s keeps vectors in one collection; re-indexing into per-audience collections "
                      "(vectors come from the embedding cache).", self.data_dir)
             rebuild = True
+        if old is not None and not rebuild and old.split_by_audience and self.vector_count() < len(old.chunks):
+            log.info("The Chroma store lacks vectors of the generation in %s (a new Chroma server?); re-indexing "
+                     "(vectors come from the embedding cache).", self.data_dir)
+            rebuild = True
         old_docs = {} if (old is None or rebuild) else old.documents
         old_by_path = {v["path"]: k for k, v in old_docs.items()}
 

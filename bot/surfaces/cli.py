@@ -1,4 +1,4 @@
-"""The `policydesk` command line: ingest, search, ask, kb lint, stats, eval, serve."""
+"""The `policydesk` command line: ingest, search, ask, kb lint, stats, eval, serve, team, users."""
 
 from __future__ import annotations
 
@@ -355,6 +355,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="Worker processes; more than 1 needs a Chroma server (POLICYDESK_CHROMA_HOST)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    ingest_first: bool = typer.Option(False, "--ingest", help="Sync the KB folder into the index first (waits up "
+                                      "to 60 s for a Chroma server starting beside it)."),
 ) -> None:
     """Start the HTTP API and the help-center widget (demo page at /, OpenAPI docs at /docs)."""
     import os
@@ -362,6 +364,13 @@ def serve(
     import uvicorn
 
     s = settings()
+    if ingest_first:
+        from bot.surfaces.team import wait_for_chroma_server
+
+        wait_for_chroma_server(s)
+        report = run_ingest(s, [], False, quiet=True)
+        for problem in report.failed.values():
+            err.print(f"[red]FAILED[/red] {escape(problem)}", soft_wrap=True)
     if workers > 1 and not s.chroma_host:
         # Several processes opening one embedded Chroma directory can hang (chroma issue 7040).
         err.print("[red]error:[/red] --workers > 1 needs a Chroma server, because only one process may own the "
@@ -393,6 +402,22 @@ def uvicorn_limits(s: Settings) -> dict:
         "proxy_headers": bool(s.trusted_proxies),
         "forwarded_allow_ips": list(s.trusted_proxies) or None,
     }
+
+
+@app.command()
+def team(
+    workers: int = typer.Option(2, "--workers", min=1, help="API worker processes."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface the API and the console listen on."),
+    api_port: int = typer.Option(8080, "--api-port", help="API and widget port."),
+    console_port: int = typer.Option(8501, "--console-port", help="Console port."),
+    chroma_port: int = typer.Option(8123, "--chroma-port", help="Chroma server port (always on 127.0.0.1)."),
+    no_console: bool = typer.Option(False, "--no-console", help="Only the Chroma server and the API workers."),
+) -> None:
+    """Start and supervise a team setup on this machine: Chroma server, N API workers, console (docs/deploy.md)."""
+    from bot.surfaces.team import TeamPorts, run_team
+
+    raise typer.Exit(run_team(settings(), TeamPorts(host, api_port, console_port, chroma_port), workers,
+                              console=not no_console))
 
 
 @users_app.command("add")
