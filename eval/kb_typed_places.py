@@ -4,6 +4,8 @@ The suite's author ran this once (seed below) and wrote each drawn place into a 
 ("customer in <city>"), mapping the country to the KB's regions by hand from kb/README.md and the region rules in
 the SOPs: EU = the 27 member states plus Norway, Iceland and Liechtenstein (EEA); UK = United Kingdom (plus the
 Crown dependencies); US = the United States and Puerto Rico; everything else (Switzerland included) = ROW.
+The author used the draw in order, skipping city districts (Ciudad Lineal, Sector 4, Archway, ...) and
+places no support question would name; Brazil, India and Germany appear because KB rules name them.
 Re-run it to audit the draw: `uv run python eval/kb_typed_places.py`.
 """
 
