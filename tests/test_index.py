@@ -123,7 +123,7 @@ def test_as_of_returns_the_version_in_force(fixture_index):
 
 def test_a_policy_taking_effect_overnight_is_visible_without_a_restart(fixture_index, monkeypatch):
     """Masks are memoised; "today" must be part of the key, or yesterday's mask hides today's policy."""
-    import bot.ingest.index as index_module
+    import bot.ingest.state as state_module
 
     class Clock(date):
         now = date(2026, 3, 1)
@@ -132,7 +132,7 @@ def test_a_policy_taking_effect_overnight_is_visible_without_a_restart(fixture_i
         def today(cls):
             return cls.now
 
-    monkeypatch.setattr(index_module, "date", Clock)
+    monkeypatch.setattr(state_module, "date", Clock)
     gen = fixture_index.generation()
     ids = [c.metadata["doc_id"] for c in gen.chunks]
 

@@ -30,7 +30,10 @@ def queue_table(generation, profile: KBProfile = DEFAULT_PROFILE) -> dict[str, Q
     queues: dict[str, QueueInfo] = {}
     if profile.priority is None:
         return queues
-    for c in generation.chunks:
+    # an index generation finds the few chunks with a queue table without decoding the rest
+    tables = (generation.chunks_containing("| Queue", "|Queue") if hasattr(generation, "chunks_containing")
+              else generation.chunks)
+    for c in tables:
         if "| Queue" not in c.text and "|Queue" not in c.text:
             continue
         header: list[str] | None = None

@@ -13,10 +13,12 @@ identifiers are matched against the public text with one Aho-Corasick pass, and 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import ahocorasick
@@ -88,8 +90,8 @@ class _WordHasher:
 class LeakFacts:
     """What only internal documents hold, for one index generation.
 
-    Issue 13 persists index generations: these facts are a pure function of the generation's chunks and
-    documents, so they would be written next to its manifest (the marker list and the sorted run hashes)."""
+    A pure function of the generation's chunks and documents, so ingest writes them next to its manifest (`save`:
+    the markers as JSON, the sorted run hashes as .npy) and serving processes load them (`load`, memory-mapped)."""
 
     generation: str
     public_docs: frozenset[str]
@@ -124,6 +126,22 @@ class LeakFacts:
         shaped = {m.lower() for m in candidates if len(m) >= 4 and _IDENTIFIER.search(m)}
         markers = tuple(sorted(shaped - _found_in(shaped, public_texts)))
         return cls(generation, frozenset(public_docs), markers, internal, _automaton_of(markers))
+
+    def save(self, folder: Path) -> None:
+        """Write the facts to folder (leak_facts.json and leak_runs.npy)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "leak_facts.json").write_text(json.dumps({"public_docs": sorted(self.public_docs),
+                                                            "markers": list(self.markers)}))
+        np.save(folder / "leak_runs.npy", np.ascontiguousarray(self.internal_runs, dtype=np.uint64))
+
+    @classmethod
+    def load(cls, folder: Path, generation: str) -> LeakFacts:
+        """Facts saved by `save` for this generation (the run hashes memory-mapped, the automaton rebuilt from the
+        markers: one pass over a short list)."""
+        saved = json.loads((folder / "leak_facts.json").read_text())
+        markers = tuple(saved["markers"])
+        return cls(generation, frozenset(saved["public_docs"]), markers,
+                   np.load(folder / "leak_runs.npy", mmap_mode="r"), _automaton_of(markers))
 
     def markers_in(self, text: str) -> list[str]:
         """Internal identifiers in text, starting on a word boundary (so 'xfraud-review' is not 'fraud-review')."""
@@ -214,8 +232,12 @@ class LeakGuard:
             return facts
         with self._lock:
             if self._facts is None or self._facts.generation != name:
-                self._facts = (LeakFacts.build(gen.chunks, gen.documents, name) if gen is not None
-                               else LeakFacts.build((), {}, name))
+                if gen is None:
+                    self._facts = LeakFacts.build((), {}, name)
+                elif hasattr(gen, "leak_facts"):  # an index generation: facts saved at ingest, or built once
+                    self._facts = gen.leak_facts()
+                else:
+                    self._facts = LeakFacts.build(gen.chunks, gen.documents, name)
             return self._facts
 
     def check_text(self, text: str) -> list[str]:

@@ -2,6 +2,7 @@
 
   current.json            pointer to the generation being served (replaced atomically)
   gen/<name>/manifest.json, chunks.jsonl   one complete generation
+  gen/<name>/offsets.npy, state.json, ...  its serving state, memory-mapped by readers (bot/ingest/state.py)
 A generation is written to gen/.tmp-*, fsynced and renamed; the pointer is written to .current-*, fsynced and
 renamed over current.json. A process killed at any point leaves the pointer naming a complete generation; what it
 leaves behind (other generations, .tmp-* folders, .current-* files) is collected by the next sync.
@@ -14,11 +15,15 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bot.core.models import Chunk
+from bot.ingest.columns import chunk_from_json
 
 
 def read_pointer(data_dir: Path) -> tuple[int, str] | None:
@@ -45,28 +50,33 @@ def load_generation_files(data_dir: Path, name: str) -> tuple[dict[str, Any], li
     """The manifest and chunks of one generation."""
     gdir = data_dir / "gen" / name
     manifest = json.loads((gdir / "manifest.json").read_text())
-    chunks: list[Chunk] = []
     with (gdir / "chunks.jsonl").open() as fh:
-        for line in fh:
-            d = json.loads(line)
-            chunks.append(Chunk(d["chunk_id"], d["doc_id"], d["ordinal"], d["text"],
-                                tuple(d["section_path"]), d["token_count"], d["metadata"]))
+        chunks = [chunk_from_json(line) for line in fh]
     return manifest, chunks
 
 
-def write_generation(data_dir: Path, manifest: dict[str, Any], chunks: list[Chunk]) -> str:
-    """Write a complete generation (fsynced, then renamed into place); returns its name."""
+def write_generation(data_dir: Path, manifest: dict[str, Any], chunks: list[Chunk],
+                     write_state: Callable[[Path], None] | None = None) -> str:
+    """Write a complete generation (fsynced, then renamed into place); returns its name. write_state adds the
+    serving state to the folder before it is published, so a reader never sees a generation without it."""
     gen_root = data_dir / "gen"
     gen_root.mkdir(exist_ok=True)
     name = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 1_000_000:06d}"
     tmp = Path(tempfile.mkdtemp(dir=gen_root, prefix=".tmp-"))
-    with (tmp / "chunks.jsonl").open("w") as fh:
-        for c in chunks:
-            fh.write(json.dumps(asdict(c)) + "\n")
+    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    with (tmp / "chunks.jsonl").open("wb") as fh:
+        for i, c in enumerate(chunks):
+            line = (json.dumps(asdict(c)) + "\n").encode()
+            fh.write(line)
+            offsets[i + 1] = offsets[i] + len(line)
+    np.save(tmp / "offsets.npy", offsets)
     (tmp / "manifest.json").write_text(json.dumps(manifest))
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
+    if write_state is not None:
+        write_state(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
     os.replace(tmp, gen_root / name)
     return name
 

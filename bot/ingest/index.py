@@ -13,7 +13,6 @@ vectors. Killed at any point, the pointer still names a complete generation whos
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +32,12 @@ from bot.core.models import Chunk, Document, Filters, SyncReport
 from bot.ingest.chroma import claim_embedded_store, open_chroma, register_chroma_ef
 from bot.ingest.chunking import Chunker
 from bot.ingest.embeddings import EmbeddingCache, build_embeddings, embed_with_cache, embedder_id
-from bot.ingest.generations import (
-    collect_garbage,
-    load_generation_files,
-    swap_pointer,
-    write_generation,
-)
-from bot.ingest.lexical import LexicalIndex
+from bot.ingest.generations import collect_garbage, swap_pointer, write_generation
 from bot.ingest.loaders import load_paths
 from bot.ingest.metadata import (  # re-exported: callers import the filter rule from the index
     NEVER,
     audience_where,
+    chroma_metadata,
     chroma_where,
     date_key,
     doc_metadata,
@@ -53,58 +46,11 @@ from bot.ingest.metadata import (  # re-exported: callers import the filter rule
     visible_audiences,
 )
 from bot.ingest.served import ServedGeneration
+from bot.ingest.state import VECTOR_LAYOUT, Generation, open_generation, write_state
 
 log = logging.getLogger(__name__)
 
-VECTOR_LAYOUT = "by-audience"  # manifest marker: one Chroma collection per audience
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class Generation:
-    """One complete, immutable view of the index: documents, live chunks and the BM25 over them."""
-
-    def __init__(self, name: str, manifest: dict[str, Any], chunks: list[Chunk]):
-        self.name = name
-        self.manifest = manifest
-        self.chunks = chunks
-        self.by_id = {c.chunk_id: i for i, c in enumerate(chunks)}
-        self._lexical: LexicalIndex | None = None
-        self._mask_cache: dict[Filters, np.ndarray] = {}
-        self.by_audience: dict[str, int] = {}
-        for c in chunks:
-            aud = vector_audience(c)
-            self.by_audience[aud] = self.by_audience.get(aud, 0) + 1
-
-    @property
-    def split_by_audience(self) -> bool:
-        """Whether this generation's vectors are in per-audience collections (older indexes used one)."""
-        return self.manifest.get("vectors") == VECTOR_LAYOUT
-
-    @property
-    def lexical(self) -> LexicalIndex:
-        """BM25 over the chunks, built on first search (an unchanged re-sync never needs it)."""
-        if self._lexical is None:
-            self._lexical = LexicalIndex([c.lexical_text for c in self.chunks])
-        return self._lexical
-
-    def mask(self, filters: Filters) -> np.ndarray:
-        """1.0 where the chunk is visible under filters, else 0.0 (memoised per generation and date)."""
-        # "as of today" is resolved before the cache lookup: keyed on the bare filters, a mask built before
-        # midnight would keep a policy that takes effect at midnight hidden until the process restarts.
-        if filters.as_of is None:
-            filters = dataclasses.replace(filters, as_of=date.today())
-        m = self._mask_cache.get(filters)
-        if m is None:
-            m = np.array([1.0 if matches(c.metadata, filters) else 0.0 for c in self.chunks], dtype=np.float32)
-            if len(self._mask_cache) > 256:
-                self._mask_cache.clear()
-            self._mask_cache[filters] = m
-        return m
-
-    @property
-    def documents(self) -> dict[str, dict[str, Any]]:
-        """Per document: path, hash, chunk ids and display metadata."""
-        return self.manifest.get("docs", {})
 
 
 class KnowledgeIndex:
@@ -181,8 +127,14 @@ class KnowledgeIndex:
         return sum(self.collection(aud).count() for aud in ("public", "internal"))
 
     def stored_vectors(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
-        """The stored vectors of these chunks of the served generation, by chunk id."""
+        """The stored vectors of these chunks of the served generation, by chunk id: rows of the generation's
+        mapped vectors.npy, or (a generation written without them) read from Chroma."""
         gen = self.require_generation()
+        if gen.vectors is not None:
+            return {cid: np.asarray(gen.vectors[gen.by_id[cid]]) for cid in chunk_ids if cid in gen.by_id}
+        return self._chroma_vectors(gen, chunk_ids)
+
+    def _chroma_vectors(self, gen: Generation, chunk_ids: list[str]) -> dict[str, np.ndarray]:
         groups: dict[str | None, list[str]] = {}
         for cid in chunk_ids:
             pos = gen.by_id.get(cid)
@@ -191,9 +143,10 @@ class KnowledgeIndex:
                 groups.setdefault(aud, []).append(cid)
         out: dict[str, np.ndarray] = {}
         for aud, ids in groups.items():
-            got = self.collection(aud).get(ids=ids, include=["embeddings"])
-            for cid, vec in zip(got["ids"], got["embeddings"]):
-                out[cid] = np.asarray(vec, dtype=np.float32)
+            for start in range(0, len(ids), 5000):
+                got = self.collection(aud).get(ids=ids[start:start + 5000], include=["embeddings"])
+                for cid, vec in zip(got["ids"], got["embeddings"]):
+                    out[cid] = np.asarray(vec, dtype=np.float32)
         return out
 
     def generation(self) -> Generation | None:
@@ -206,10 +159,9 @@ class KnowledgeIndex:
         return self._served.pinned()
 
     def _load_generation(self, name: str, switching: bool) -> Generation:
-        manifest, chunks = load_generation_files(self.data_dir, name)
-        gen = Generation(name, manifest, chunks)
-        if switching:  # a switch while serving: build BM25 before the requests that follow, not in them
-            gen.lexical  # noqa: B018
+        gen = open_generation(self.data_dir, name)
+        if switching:  # a switch while serving: load (or, for an older generation, build) BM25 before the
+            gen.lexical  # noqa: B018 - requests that follow, not in them
         return gen
 
     def require_generation(self) -> Generation:
@@ -290,6 +242,10 @@ class KnowledgeIndex:
         if not (report.added or report.updated or report.removed) and old is not None and not rebuild:
             report.chunks_total = len(old.chunks)
             self._finish_interrupted(old)
+            if not old.persisted:  # written before generations kept their serving state: add it once
+                name = self._publish(old.manifest, list(old.chunks), self._chroma_vectors(old, list(old.by_id)))
+                self._served.forget()
+                collect_garbage(self.data_dir, keep=name)
             return report
 
         # Chunk and embed what is new or changed.
@@ -307,8 +263,10 @@ class KnowledgeIndex:
         live = kept + new_chunks
         report.chunks_total = len(live)
 
+        new_vectors = np.zeros((0, 0), dtype=np.float32)
         if new_chunks:
-            report.chunks_embedded = self._upsert(new_chunks, progress)
+            report.chunks_embedded, new_vectors = self._upsert(new_chunks, progress)
+        vectors = self._live_vectors(old if kept else None, kept, new_vectors)
 
         # Write the new generation, then swap the pointer atomically.
         manifest_docs: dict[str, Any] = {}
@@ -327,8 +285,7 @@ class KnowledgeIndex:
             "docs": manifest_docs,
             "last_sync": {**report.summary(), "failed_files": report.failed},
         }
-        name = write_generation(self.data_dir, manifest, live)
-        swap_pointer(self.data_dir, name)
+        name = self._publish(manifest, live, vectors)
         self._served.forget()
         if progress:
             progress("cleanup", 0, 1)
@@ -340,7 +297,29 @@ class KnowledgeIndex:
             progress("cleanup", 1, 1)
         return report
 
-    def _upsert(self, chunks: list[Chunk], progress: Progress | None) -> int:
+    def _publish(self, manifest: dict[str, Any], live: list[Chunk], vectors: np.ndarray | dict[str, np.ndarray]
+                 ) -> str:
+        """Write a generation with its serving state and point current.json at it; returns its name."""
+        if isinstance(vectors, dict):
+            vectors = np.stack([vectors[c.chunk_id] for c in live]) if live else None
+        name = write_generation(self.data_dir, manifest, live,
+                                lambda folder: write_state(folder, live, vectors, manifest["docs"]))
+        swap_pointer(self.data_dir, name)
+        return name
+
+    def _live_vectors(self, old: Generation | None, kept: list[Chunk], new_vectors: np.ndarray) -> np.ndarray:
+        """Vectors of kept + new chunks, in that order: kept ones from the old generation's saved vectors (or,
+        for a generation written without them, from Chroma), new ones as just embedded."""
+        if not kept:
+            return new_vectors
+        if old is not None and old.vectors is not None:
+            kept_vectors = np.asarray(old.vectors[[old.by_id[c.chunk_id] for c in kept]])
+        else:
+            got = self._chroma_vectors(old, [c.chunk_id for c in kept]) if old is not None else {}
+            kept_vectors = np.stack([got[c.chunk_id] for c in kept])
+        return np.concatenate([kept_vectors, new_vectors]) if len(new_vectors) else kept_vectors
+
+    def _upsert(self, chunks: list[Chunk], progress: Progress | None) -> tuple[int, np.ndarray]:
         texts = [c.embed_text for c in chunks]
         cache = EmbeddingCache(self.data_dir / "embed_cache.sqlite", self._embedder_name)
         done = 0
@@ -364,13 +343,12 @@ class KnowledgeIndex:
                 self.collection(aud).upsert(
                     ids=[chunks[i].chunk_id for i in part],
                     embeddings=vectors[part],
-                    metadatas=[chunks[i].metadata for i in part],
-                    documents=[chunks[i].text for i in part],
+                    metadatas=[chroma_metadata(chunks[i].metadata) for i in part],
                 )
                 stored += len(part)
                 if progress:
                     progress("store", stored, len(chunks))
-        return embedded
+        return embedded, np.asarray(vectors, dtype=np.float32)
 
     def _delete_stale(self, live: list[Chunk]) -> None:
         """Remove vectors no generation serves any more (orphans of an interrupted ingest, and a document's old

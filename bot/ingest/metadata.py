@@ -66,6 +66,13 @@ def chroma_where(filters: Filters) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def chroma_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a chunk's metadata Chroma stores: what `chroma_where` filters on, nothing else (titles, paths
+    and text are read from the generation; Chroma keeps one metadata row per key and chunk)."""
+    return {k: v for k, v in meta.items()
+            if k in ("audience", "effective_ts", "superseded_ts") or k.startswith(("region_", "product_"))}
+
+
 def vector_audience(chunk: Chunk) -> str:
     """The collection a chunk's vector lives in: public only when the document says so (fail closed)."""
     return audience_of(chunk.metadata.get("audience")).value
