@@ -5,6 +5,7 @@ asks Chroma for nothing but its vector query."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,11 +80,18 @@ def strip_state(data_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def ingested(fixture_kb_dir, tmp_path_factory) -> Path:
-    """The fixture KB ingested into a data dir of its own (embedded Chroma)."""
+    """The fixture KB ingested into a data dir of its own (embedded Chroma), by `policydesk ingest` in a process
+    of its own: this test process must not own the store the fresh processes open. Tests copy it to write."""
     data_dir = tmp_path_factory.mktemp("state") / "data"
-    report = KnowledgeIndex(Settings(data_dir=data_dir, kb_dir=fixture_kb_dir)).sync()
-    assert report.ok, report.failed
+    env = dict(os.environ, POLICYDESK_DATA_DIR=str(data_dir), POLICYDESK_KB_DIR=str(fixture_kb_dir))
+    subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest"], env=env, check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return data_dir
+
+
+def copy_of(data_dir: Path, target: Path) -> Path:
+    shutil.copytree(data_dir, target, ignore=shutil.ignore_patterns("owner.lock", "owner.json"))
+    return target
 
 
 def test_ingest_writes_the_state_and_a_fresh_process_maps_it_and_answers_as_an_old_generation_does(
@@ -94,8 +102,7 @@ def test_ingest_writes_the_state_and_a_fresh_process_maps_it_and_answers_as_an_o
     for name in ("data.csc.index.npy", "vectors.npy", "public.npy", "leak_runs.npy", "chunks.jsonl"):
         assert name in persisted["mapped"], persisted["mapped"]
 
-    old_dir = tmp_path / "old"
-    shutil.copytree(ingested, old_dir, ignore=shutil.ignore_patterns("owner.lock", "owner.json"))
+    old_dir = copy_of(ingested, tmp_path / "old")
     strip_state(old_dir)
     legacy = answer_in_fresh_process(old_dir, fixture_kb_dir)
     assert not legacy["persisted"] and not legacy["mapped"]
@@ -105,8 +112,7 @@ def test_ingest_writes_the_state_and_a_fresh_process_maps_it_and_answers_as_an_o
 
 
 def test_an_unchanged_sync_adds_the_state_to_an_old_generation(ingested, fixture_kb_dir, tmp_path):
-    data_dir = tmp_path / "data"
-    shutil.copytree(ingested, data_dir, ignore=shutil.ignore_patterns("owner.lock", "owner.json"))
+    data_dir = copy_of(ingested, tmp_path / "data")
     old_name = strip_state(data_dir)
     index = KnowledgeIndex(Settings(data_dir=data_dir, kb_dir=fixture_kb_dir))
     old = index.require_generation()
@@ -190,8 +196,8 @@ def test_a_request_makes_no_chroma_get(backend, fixture_kb_dir, tmp_path, reques
     assert calls["get"] == 0, calls
 
 
-def test_chroma_holds_only_what_its_filter_needs(ingested):
-    index = KnowledgeIndex(Settings(data_dir=ingested))
+def test_chroma_holds_only_what_its_filter_needs(ingested, tmp_path):
+    index = KnowledgeIndex(Settings(data_dir=copy_of(ingested, tmp_path / "data")))
     for aud in ("public", "internal"):
         got = index.collection(aud).get(limit=50, include=["documents", "metadatas"])
         assert got["ids"] and all(d is None for d in got["documents"])
