@@ -44,7 +44,9 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
      re.compile(r"`[a-z0-9]+(-[a-z0-9]+)+`|\bP[1-4]\b|\bteam\b|\bqueue\b|\brotation\b")),
     (re.compile(r"\bhow old\b|\bage\b|\bminimum age\b", re.IGNORECASE),
      re.compile(r"\b\d{1,2}\b[^.]{0,30}\b(old|older|younger|age)\b|\bunder \d{1,2}\b|\baged? \d{1,2}\b", re.IGNORECASE)),
-    (re.compile(r"^\s*(can|could|may|is it|are we|do we|does|is there|am i|should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
+    # a yes/no question opens a sentence or clause ("... veripass matched. can my TL waive the hold?")
+    (re.compile(r"(?:^|[.?!;:,]\s+|\b(?:so|and|but|or)\s+)(can|could|may|is it|are we|do we|does|is there|am i|"
+                r"should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
      re.compile(r"\b(can't|cannot|can not|never|only|must|do not|don't|not allowed|may not|no one|always|"
                 r"is not|are not|isn't|aren't|won't)\b", re.IGNORECASE)),
 ]
@@ -162,6 +164,18 @@ def phrases(text: str) -> set[tuple[str, str]]:
     two stop words."""
     words = _PHRASE_WORD_RE.findall(text.lower())
     return {(a, b) for a, b in pairwise(words) if not (a in _PHRASE_STOP and b in _PHRASE_STOP)}
+
+
+_ASK_SPLIT_RE = re.compile(r"(?<=[.?!])\s+")
+
+
+def ask_part(question: str) -> str:
+    """The part of a question that asks (its sentences ending in '?', else its last sentence): an agent's
+    message describes the situation first ("cust lost her phone... veripass matched") and asks last ("can my TL
+    waive the hold?"); a unit that only matches the situation restates it."""
+    parts = [p for p in _ASK_SPLIT_RE.split(question.strip()) if p.strip()]
+    asks = [p for p in parts if p.rstrip().endswith("?")]
+    return " ".join(asks) if asks else (parts[-1] if parts else "")
 
 
 def is_howto(question: str) -> bool:

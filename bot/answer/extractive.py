@@ -17,6 +17,7 @@ from bot.answer.compose import (
     DraftSentence,
     Source,
     answer_type_bonus,
+    ask_part,
     asks_value,
     is_howto,
     phrases,
@@ -28,6 +29,8 @@ from bot.core.units import (
     DEADLINE_WORDS_RE,
     DURATION_RE,
     Unit,
+    code_terms,
+    named_codes,
     region_conflict,
     split_units,
 )
@@ -47,6 +50,8 @@ class _Candidate:
     kind_bonus: float = 0.0  # the unit holds the kind of thing asked for
     phrase: float = 0.0  # share of the question's word pairs in the unit or its heading
     novelty: float = 1.0  # idf-weighted share of the unit's words that neither the question nor the title says
+    ask: float = 0.0  # idf-weighted share of the asking sentence's terms in the unit (multi-sentence questions)
+    self_ref: bool = False  # the unit is about its document ("Use this SOP when...") or mostly a link to another
     score: float = 0.0
 
 
@@ -55,20 +60,23 @@ class ExtractiveComposer(Composer):
 
     name = "extractive"
 
-    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray] | None, max_units: int = 3,
-                 max_steps: int = 12, embed_units: int = 0, max_chars: int = 700, min_relative: float = 0.72,
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray] | None, max_units: int = 5,
+                 max_steps: int = 12, embed_units: int = 0, max_words_internal: int = 120,
+                 max_words_public: int = 90, min_relative: float = 0.72,
                  redundancy: float = 0.6, sem_weight: float = 0.25, lex_weight: float = 0.35,
                  sim_weight: float = 0.4, rank_weight: float = 0.1, type_weight: float = 0.1,
                  length_penalty: float = 0.1, typical_terms: int = 15, same_doc_bonus: float = 0.0,
                  phrase_weight: float = 0.15, case_ratio: float = 0.75,
                  lead_margin: float = 1.15, novelty_weight: float = 0.15, novelty_floor: float = 0.5,
-                 profile: KBProfile = DEFAULT_PROFILE):
+                 ask_weight: float = 0.15, self_ref_weight: float = 0.1, profile: KBProfile = DEFAULT_PROFILE):
         self.embed = embed
         self.profile = profile  # the KB's heading meanings and region names
         self.max_units = max_units
         self.max_steps = max_steps
         self.embed_units = embed_units  # embedding every unit costs ~10 ms each on 2 cores: only the best few
-        self.max_chars = max_chars
+        # Word budgets (words of the shown text, citations excluded) outside a procedure's numbered list, which is
+        # always kept whole: room for about five units, so a fact one sentence after the best match is kept.
+        self.max_words = {"internal": max_words_internal, "public": max_words_public}
         self.min_relative = min_relative
         self.redundancy = redundancy
         self.sem_weight, self.lex_weight = sem_weight, lex_weight  # unit-question cosine, idf-weighted overlap
@@ -83,16 +91,50 @@ class ExtractiveComposer(Composer):
         # this SOP when a user wants to take a break") instead of answering it: it loses up to novelty_weight,
         # in proportion to how far its novelty falls below novelty_floor.
         self.novelty_weight, self.novelty_floor = novelty_weight, novelty_floor
+        # A message that describes a situation and then asks ("...veripass matched. can my TL waive the hold?") is
+        # answered by the unit matching the ask, not the one restating the situation: up to ask_weight more.
+        self.ask_weight = ask_weight
+        self.self_ref_weight = self_ref_weight  # "Use this SOP when...", "see <link>": where, not what
+
+    def budget(self, audience: str) -> int:
+        """Most words an answer shows outside a numbered procedure, for this audience."""
+        return self.max_words.get(audience, self.max_words["public"])
 
     # scoring ---------------------------------------------------------------------------------------------
-    def _query_weights(self, request: ComposeRequest) -> dict[str, float]:
-        """Stemmed question terms weighted by idf; terms carried from earlier turns weigh half."""
+    def _query_weights(self, request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
+        """Stemmed question terms weighted by idf, plus the source codes it names (rarer than any word); terms
+        carried from earlier turns weigh half."""
         w: dict[str, float] = {}
         for t in analyze(request.condensed.question):
             w[t] = request.weights.idf(t)
+        for t in named_codes(request.condensed.question, known_codes):
+            w[t] = request.weights.idf(t)  # not in the word index: the highest idf
         for t in analyze(" ".join(request.condensed.carried_terms)):
             w.setdefault(t, 0.5 * request.weights.idf(t))
         return w
+
+    def _ask_weights(self, request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
+        """idf of the KB-known terms of the asking sentence, when the question has other sentences too (else
+        {}: the whole question is the ask, and the lexical score already measures it)."""
+        question = request.condensed.question
+        ask = ask_part(question)
+        if not ask or len(ask) >= len(question.strip()):
+            return {}
+        terms = [t for t in analyze(ask) if request.weights.known(t)] + list(named_codes(ask, known_codes))
+        return {t: request.weights.idf(t) for t in terms}
+
+    def _self_referential(self, unit: Unit, raw: str) -> bool:
+        """Whether a unit is about its document ("This article is for...") or mostly link text ("see X")."""
+        if self.profile.self_reference.search(unit.display):
+            return True
+        linked = sum(len(m.group(1).split()) for m in self.profile.link.finditer(raw))
+        return linked > 0 and linked >= 0.5 * len(unit.display.split())
+
+    def regions(self, request: ComposeRequest) -> tuple[str, ...]:
+        """The requester's regions: named in the question, else inferred by the conversation stage, else their
+        region filter."""
+        inferred = tuple(getattr(request.condensed, "regions", ()) or ())
+        return region_hints(request.condensed.question, self.profile) or inferred or tuple(request.regions)
 
     # why: candidate units and their scores in one pass over the sources (each branch a unit kind)
     def candidates(self, request: ComposeRequest, units_by_source: dict[int, list[Unit]]) -> list[_Candidate]:
@@ -103,15 +145,18 @@ class ExtractiveComposer(Composer):
         that mentions everything. A list's lead-in ("You can get a refund if both of these are true:") is
         scored with its items, since together they are the statement. Fills units_by_source (all units of
         each source, short ones included) for the list expansion."""
-        qw = self._query_weights(request)
+        known_codes = frozenset().union(*(code_terms(s.chunk.text) for s in request.all_sources))
+        qw = self._query_weights(request, known_codes)
         total = sum(qw.values()) or 1.0
+        aw = self._ask_weights(request, known_codes)
+        ask_total = sum(aw.values()) or 1.0
         q_phrases = phrases(request.condensed.question)
         out: list[_Candidate] = []
         n = len(request.sources)
         question = request.condensed.question
         # the requester's region (named in the question, else their region filter): a unit about other regions
         # only ("US: 45 days" for a user in Madrid) is never quoted to them
-        regions = region_hints(question, self.profile) or tuple(request.regions)
+        regions = self.regions(request)
         doc_prior: dict[str, float] = {}
         for rank, src in enumerate(request.sources):
             doc_prior.setdefault(src.chunk.doc_id, 1.0 - rank / max(n, 1))
@@ -127,10 +172,17 @@ class ExtractiveComposer(Composer):
             tainted = {u.block for u in units if looks_like_injection(u.display)}
             units = [u for u in units if u.block not in tainted]
             units_by_source[src.number] = units
+            # a table or list with a row for the requester's region: its rows naming no region are the other
+            # regions' ("US: USD 6.99 label" for a buyer in Ohio, not "Other countries: ...")
+            regional = {u.block for u in units if regions and u.kind in ("row", "item")
+                        and self.profile.names_regions(u.display) & set(regions)}
             for unit in units:
                 if len(unit.display) < 12 or len(unit.terms) < 3:
                     continue
                 if regions and unit.kind != "step" and region_conflict(unit.display, regions, self.profile):
+                    continue
+                if unit.block in regional and unit.kind in ("row", "item") \
+                        and not self.profile.names_regions(unit.display):
                     continue
                 terms, length = unit.terms, len(unit.terms)
                 if unit.kind == "lead":
@@ -147,6 +199,9 @@ class ExtractiveComposer(Composer):
                 mass = sum(request.weights.idf(t) for t in unit.terms) or 1.0
                 cand.novelty = sum(request.weights.idf(t) for t in unit.terms if t not in known) / mass
                 cand.kind_bonus = answer_type_bonus(question, unit.display)
+                if aw:
+                    cand.ask = sum(v for t, v in aw.items() if t in terms) / ask_total
+                cand.self_ref = self._self_referential(unit, src.chunk.text[unit.start:unit.end])
                 if q_phrases:  # word pairs of the question found in the unit or its section heading
                     cand.phrase = len(q_phrases & (phrases(unit.display) | head_phrases)) / len(q_phrases)
                 out.append(cand)
@@ -160,7 +215,8 @@ class ExtractiveComposer(Composer):
         for c in cands:
             c.score = (self.lex_weight * c.lex + self.sim_weight * max(c.source.similarity, 0.0)
                        + self.rank_weight * c.rank + self.type_weight * c.kind_bonus + self.phrase_weight * c.phrase
-                       - self.novelty_weight * max(0.0, 1.0 - c.novelty / self.novelty_floor))
+                       - self.novelty_weight * max(0.0, 1.0 - c.novelty / self.novelty_floor)
+                       + self.ask_weight * c.ask - self.self_ref_weight * c.self_ref)
         ranked = sorted(cands, key=lambda c: -c.score)
         if self.embed is None or request.query_vector is None or not self.embed_units or not ranked:
             return ranked
@@ -187,12 +243,19 @@ class ExtractiveComposer(Composer):
                if u.list_id == best.unit.list_id and u.kind in kinds]
         return out[: self.max_steps + 1]
 
-    def _best_steps(self, ranked: list[_Candidate], cands: list[_Candidate], units: dict[int, list[Unit]]
-                    ) -> list[_Candidate]:
-        """For a how-to: the numbered list whose best step scores highest, if it holds up against the best unit."""
+    def _best_steps(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
+                    units: dict[int, list[Unit]]) -> list[_Candidate]:
+        """For a how-to: the numbered list whose best step scores highest, if it holds up against the best unit;
+        a list of the top-ranked document when it has one (another document's list answers another how-to:
+        "make your account safer" steps for "how do I turn on 2-step verification")."""
+        top = request.sources[0].chunk.doc_id
+        if any(c.source.chunk.doc_id == top and c.unit.kind == "step" for c in cands):
+            cands = [c for c in cands if c.source.chunk.doc_id == top]
+            ranked = [c for c in ranked if c.source.chunk.doc_id == top] or ranked
         lists: dict[tuple[int, int], float] = {}
-        for c in cands:
-            if c.unit.kind in ("step", "lead") and c.unit.list_id is not None:
+        for c in cands:  # a "What happens next" list says what follows a procedure: it is none itself
+            if (c.unit.kind in ("step", "lead") and c.unit.list_id is not None
+                    and not self.profile.section("next", " ".join(c.source.chunk.section_path))):
                 key = (c.source.number, c.unit.list_id)
                 lists[key] = max(lists.get(key, 0.0), c.score)
         if not lists:
@@ -219,7 +282,8 @@ class ExtractiveComposer(Composer):
         account was compromised?")."""
         lists: dict[tuple[int, int], float] = {}
         for c in cands:
-            if c.source.chunk.doc_id == main and c.unit.kind == "step" and c.unit.list_id is not None:
+            if (c.source.chunk.doc_id == main and c.unit.kind == "step" and c.unit.list_id is not None
+                    and not self.profile.section("next", " ".join(c.source.chunk.section_path))):
                 key = (c.source.number, c.unit.list_id)
                 lists[key] = max(lists.get(key, 0.0), c.score)
         if not lists:
@@ -249,6 +313,28 @@ class ExtractiveComposer(Composer):
             if not any(self._overlap(lead.unit, s.unit) > self.redundancy for s in steps):
                 return [lead] + steps
         return steps
+
+    def _after_steps(self, request: ComposeRequest, steps: list[_Candidate], units: dict[int, list[Unit]]
+                     ) -> list[_Candidate]:
+        """The statement saying what happens after a procedure (the unit right after its list, or the first of a
+        retrieved "What happens next" section of that document), when the answer stays within its word budget."""
+        last = steps[-1]
+        doc = last.source.chunk.doc_id
+        following = [u for u in units.get(last.source.number, [])
+                     if u.position > last.unit.position and u.list_id != last.unit.list_id]
+        pick: tuple[Source, Unit] | None = (last.source, following[0]) if following else None
+        if pick is None:
+            for src in request.all_sources:
+                if (src.chunk.doc_id == doc and src.number != last.source.number and units.get(src.number)
+                        and self.profile.section("next", " ".join(src.chunk.section_path))):
+                    pick = (src, units[src.number][0])
+                    break
+        if pick is None or pick[1].kind == "lead" or len(pick[1].terms) < 3:
+            return []
+        words = sum(len(c.unit.display.split()) for c in steps) + len(pick[1].display.split())
+        if words > max(self.budget(request.audience), 0):
+            return []
+        return [_Candidate(pick[0], pick[1], 0.0, last.rank)]
 
     # why: the deadline sentence pick is one ordered walk over units with its tie-breaks
     def _deadline(self, request: ComposeRequest, cands: list[_Candidate], chosen: list[_Candidate], main: str
@@ -305,8 +391,10 @@ class ExtractiveComposer(Composer):
         main = self.main_document(request)
         timing = asks_timing(question)
         if is_howto(question):
-            steps = self._procedure(request, ranked, cands, units, main) or self._best_steps(ranked, cands, units)
+            steps = (self._procedure(request, ranked, cands, units, main)
+                     or self._best_steps(request, ranked, cands, units))
             if steps:
+                steps = steps + self._after_steps(request, steps, units)
                 return steps + (self._deadline(request, cands, steps, main) if timing else [])
         chosen = self._greedy(request, ranked, cands, units)
         if chosen and not timing and asks_value(question):
@@ -344,6 +432,7 @@ class ExtractiveComposer(Composer):
         chosen: list[_Candidate] = []
         picked = 0
         length = 0
+        budget = self.budget(request.audience)
         while pool and picked < self.max_units:
             first_doc = chosen[0].source.chunk.doc_id if chosen else None
             best = max(pool, key=lambda c: c.score + (self.same_doc_bonus if c.source.chunk.doc_id == first_doc
@@ -356,8 +445,8 @@ class ExtractiveComposer(Composer):
                     continue
             if any(self._overlap(b.unit, o.unit) > self.redundancy for b in block for o in chosen):
                 continue
-            size = sum(len(b.unit.display) for b in block)
-            if chosen and length + size > self.max_chars:
+            size = sum(len(b.unit.display.split()) for b in block)
+            if chosen and length + size > budget:
                 continue
             have = {(c.source.number, c.unit.position) for c in chosen}
             chosen.extend(b for b in block if (b.source.number, b.unit.position) not in have)

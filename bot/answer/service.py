@@ -132,6 +132,8 @@ class AnswerService:
             "extractive": ExtractiveComposer(self.embedder.embed_array, profile=settings.profile,
                                              max_units=settings.answer_max_sentences,
                                              max_steps=settings.answer_max_steps,
+                                             max_words_internal=settings.answer_max_words_internal,
+                                             max_words_public=settings.answer_max_words_public,
                                              embed_units=settings.answer_embed_units),
         }
         self._chat_llm = chat_llm

@@ -138,7 +138,11 @@ class Settings(BaseSettings):
         "`caution` (closest guidance, marked not confirmed) instead of a refusal; the highest threshold refusing "
         "at most 0.01 of the answerable cases of kb_agent's FIT half (benchmarks/answerability_fit.py)."
     )
-    answer_max_sentences: int = Field(3, description="Extractive answers: most sentences/items outside a how-to.")
+    answer_max_sentences: int = Field(5, description="Extractive answers: most sentences/items outside a how-to.")
+    answer_max_words_internal: int = Field(
+        120, description="Extractive agent answers: most words shown outside a numbered procedure (kept whole).")
+    answer_max_words_public: int = Field(
+        90, description="Extractive public answers: most words shown outside a numbered procedure (kept whole).")
     answer_max_steps: int = Field(12, description="Extractive answers: most numbered steps kept together.")
     answer_embed_units: int = Field(
         0, description="Extractive answers: best units re-ranked by their own MiniLM cosine (about 10 ms each on "

@@ -18,6 +18,7 @@ MIT licence, data inside the wheel, works offline); the profile only maps ISO co
     priority = '\\bP([1-4])\\b'                # group 1: the priority level
     queue = '`([a-z0-9]+(?:-[a-z0-9]+)+)`'   # group 1 (or 2): the queue name
     link = '\\[([^\\]\\n]+)\\]\\(kb:([a-z0-9-]+)\\)'  # group 1: link text, group 2: target document id
+    self_reference = '\\bthis (sop|article)\\b'   # a sentence about the document itself, not its content
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ DEFAULT_SECTIONS = {
     "steps": r"\b(?:steps?|procedure|how to|instructions|what to do)\b",
     "escalation": r"\bescalat",
     "deadline": r"\b(?:sla|deadlines?|timelines?|time limits?|response times?|timing)\b",
+    # what follows a procedure ("What happens next"): its first statement completes a how-to answer
+    "next": r"\b(?:what happens next|next steps?|what to expect|after you (?:ask|apply|submit|request|report))\b",
 }
+# A sentence about the document itself ("Use this SOP when...", "This article is for...") says where the
+# answer is, not what it is; the composer ranks it below units that add information.
+DEFAULT_SELF_REFERENCE = (r"\b(?:this|these) (?:sops?|articles?|guides?|pages?|documents?|procedures?|"
+                          r"policy|policies|sections?|topics?|instructions)\b")
 DEFAULT_ALIASES = {"us": "US", "usa": "US", "uk": "GB", "eu": "EU", "eea": "EU"}  # abbreviations, not names
 DEFAULT_LINK = r"\[([^\]\n]+)\]\(([^)\s]+)\)"  # Markdown link: text, target
 CITY_MIN_POPULATION = 500_000  # smaller towns share names with ordinary words ("Reading", "Nice", "Mobile")
@@ -63,6 +70,7 @@ class KBProfile:
     priority: re.Pattern | None = None
     queue: re.Pattern | None = None
     link: re.Pattern = re.compile(DEFAULT_LINK)
+    self_reference: re.Pattern = re.compile(DEFAULT_SELF_REFERENCE, re.IGNORECASE)
     city_min_population: int = CITY_MIN_POPULATION
     # Front-matter fields `kb lint` requires. None by default: a team's first Markdown file needs no front matter
     # (id from the file name, title from the first heading, audience internal); a KB with house rules lists them.
@@ -75,7 +83,7 @@ class KBProfile:
         return tuple(self.region_names)
 
     def section(self, meaning: str, heading: str) -> bool:
-        """Whether a heading (or section path) has the meaning steps | scope | escalation | deadline."""
+        """Whether a heading (or section path) has the meaning steps | scope | escalation | deadline | next."""
         rx = self.sections.get(meaning)
         return bool(rx and rx.search(heading))
 
@@ -176,6 +184,8 @@ def parse_profile(data: dict, source: str = "inline") -> KBProfile:
         priority=_compile(patterns["priority"], "patterns.priority") if "priority" in patterns else None,
         queue=_compile(patterns["queue"], "patterns.queue") if "queue" in patterns else None,
         link=_compile(patterns.get("link", DEFAULT_LINK), "patterns.link"),
+        self_reference=_compile(patterns.get("self_reference", DEFAULT_SELF_REFERENCE), "patterns.self_reference",
+                                re.IGNORECASE),
         city_min_population=int(regions.get("city_min_population", CITY_MIN_POPULATION)),
         required_fields=tuple(str(f) for f in data.get("lint", {}).get("required_fields", ())),
         source=source)

@@ -19,6 +19,11 @@ _TABLE_SEP_RE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _HEADING_RE = re.compile(r"^\s*#{1,6}\s+")
 _LINK_RE = re.compile(r"\[([^\]\n]+)\]\((?:[^)\s]+)\)")
 _EMPH_RE = re.compile(r"(\*\*|__)(.+?)\1")
+_LONE_EMPH_RE = re.compile(r"\*\*|(?<!\w)__|__(?!\w)")  # half of a pair a sentence split cut in two
+# A code written in capitals with inner hyphens or underscores (HOLD-RISK, RF-UNAUTH-PSD2, ON_HOLD) names one
+# thing; word tokens would split it into parts its siblings share (hold + risk vs hold + age).
+_TYPED_CODE_RE = re.compile(r"(?<![\w-])[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)+(?![\w-])")
+CODE_RE = re.compile(r"(?<![\w-])[A-Z][A-Z0-9]*(?:[-_][A-Z0-9]+)+(?![\w-])")
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # residue of converted web pages and Markdown that an answer must not show (general text hygiene, no KB words):
 _CODE_RE = re.compile(r"`([^`\n]+)`")  # inline code: the name stays, the backticks go
@@ -41,6 +46,16 @@ DURATION_RE = re.compile(
 DEADLINE_WORDS_RE = re.compile(r"\b(deadline|due|within|no later than|respond|extend(ed)?|extension|sla)\b",
                                re.IGNORECASE)
 DEADLINE_HEAD_RE = DEFAULT_PROFILE.sections["deadline"]  # the default; a KB profile may say otherwise
+
+
+def code_terms(text: str) -> frozenset[str]:
+    """Code-like identifiers of text as single lower-case terms ("HOLD-RISK" -> "hold-risk")."""
+    return frozenset(m.group(0).lower() for m in CODE_RE.finditer(text))
+
+
+def named_codes(text: str, known: frozenset[str]) -> set[str]:
+    """The known codes (HOLD-RISK) text names however it is typed ("hold-risk"), as code_terms spells them."""
+    return {m.group(0).lower() for m in _TYPED_CODE_RE.finditer(text)} & known
 
 
 def region_conflict(text: str, regions: tuple[str, ...], profile: KBProfile = DEFAULT_PROFILE) -> bool:
@@ -75,6 +90,7 @@ def clean_display(text: str) -> str:
     text = _BR_RE.sub(" ", text)
     text = _LINK_RE.sub(r"\1", text)
     text = _EMPH_RE.sub(r"\2", text)
+    text = _LONE_EMPH_RE.sub("", text)
     text = _CODE_RE.sub(r"\1", text)
     text = _REF_RESIDUE_RE.sub("", text)
     text = _INLINE_PIPE_RE.sub("; ", text.strip().strip("|"))
@@ -142,7 +158,8 @@ def split_units(text: str) -> list[Unit]:
         display = clean_display(display)
         if not display:
             return
-        units.append(Unit(start, end, kind, display, len(units), lid, marker, frozenset(analyze(display)), block))
+        terms = frozenset(analyze(display)) | code_terms(display)
+        units.append(Unit(start, end, kind, display, len(units), lid, marker, terms, block))
 
     def flush_para() -> None:
         nonlocal para, block
