@@ -243,6 +243,7 @@ class ExtractiveComposer(Composer):
                if u.list_id == best.unit.list_id and u.kind in kinds]
         return out[: self.max_steps + 1]
 
+    # why: the top-document restriction, the list scores and the ratio test read one candidate list in one pass
     def _best_steps(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
                     units: dict[int, list[Unit]]) -> list[_Candidate]:
         """For a how-to: the numbered list whose best step scores highest, if it holds up against the best unit;
@@ -314,6 +315,7 @@ class ExtractiveComposer(Composer):
                 return [lead] + steps
         return steps
 
+    # why: two places the next statement can be (same chunk, or a "next" section chunk) and its budget check
     def _after_steps(self, request: ComposeRequest, steps: list[_Candidate], units: dict[int, list[Unit]]
                      ) -> list[_Candidate]:
         """The statement saying what happens after a procedure (the unit right after its list, or the first of a
