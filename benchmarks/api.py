@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from loadavg import LoadSampler  # benchmarks/ is on sys.path when a script in it runs
 from rich.console import Console
 from rich.table import Table
 
@@ -155,7 +156,10 @@ def main() -> None:
     ap.add_argument("--seed-cache", type=Path, default=ROOT / ".policydesk" / "embed_cache.sqlite",
                     help="Embedding cache to copy into the fresh data dir (skips re-embedding kb/).")
     ap.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
+    ap.add_argument("--code", type=Path, default=ROOT,
+                    help="Checkout whose server runs (another worktree, for a before/after from one sitting).")
     args = ap.parse_args()
+    code = args.code.resolve()
 
     work = Path(tempfile.mkdtemp(prefix="policydesk-bench-"))
     data = work / "data"
@@ -184,35 +188,38 @@ def main() -> None:
             mode = f"chroma server {host}:{port}"
         console.print("ingesting kb/ ...")
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest", "--json"], env=env, cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "bot.surfaces.cli", "ingest", "--json"], env=env, cwd=code, check=True,
                        stdout=subprocess.DEVNULL)
         console.print(f"ingested in {time.perf_counter() - t0:.1f} s")
         api_port = free_port()
         base = f"http://127.0.0.1:{api_port}"
         server = subprocess.Popen([sys.executable, "-m", "bot.surfaces.cli", "serve", "--port", str(api_port),
                                    "--workers", str(args.workers), "--log-level", "warning"],
-                                  env=env, cwd=ROOT)
+                                  env=env, cwd=code)
         wait_http(f"{base}/v1/health", server, 180, "policydesk serve")
         console.print(f"load: {args.clients} clients for {args.duration:.0f} s against {base} "
                       f"({args.workers} worker(s), {mode})")
-        results, wall = asyncio.run(run_load(base, args.clients, args.duration))
+        with LoadSampler() as load:
+            results, wall = asyncio.run(run_load(base, args.clients, args.duration))
     finally:
         stop(server)
         stop(chroma)
         shutil.rmtree(work, ignore_errors=True)
 
     out = report(results, wall, args, mode)
+    out["load"] = load.summary()
+    out["code"] = str(code)
     if args.json:
         print(json.dumps(out, indent=2))
         return
     table = Table(title="POST /v1/ask under load (offline extractive composer, loopback)")
     for col in ("clients", "workers", "index", "requests", "throughput (req/s)", "p50 ms", "p95 ms", "p99 ms",
-                "max ms", "errors", "refused", "not stored"):
+                "max ms", "errors", "refused", "not stored", "load min/mean/max"):
         table.add_column(col)
     table.add_row(str(out["clients"]), str(out["workers"]), out["index"], str(out["requests"]),
                   f"{out['throughput_rps']:.1f}", str(out["p50_ms"]), str(out["p95_ms"]), str(out["p99_ms"]),
                   str(out["max_ms"]), f"{out['errors']} {out['error_kinds'] or ''}".strip(),
-                  f"{(out['refused_share'] or 0) * 100:.0f}%", str(out["not_logged"]))
+                  f"{(out['refused_share'] or 0) * 100:.0f}%", str(out["not_logged"]), out["load"])
     Console(width=200).print(table)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -205,3 +206,10 @@ def test_chroma_holds_only_what_its_filter_needs(ingested, tmp_path):
             assert set(meta) <= {"audience", "effective_ts", "superseded_ts"} | {
                 k for k in meta if k.startswith(("region_", "product_"))}
             assert "title" not in meta and "path" not in meta
+    # no text, so Chroma's full-text index (which nothing queries) stays empty
+    db = sqlite3.connect(f"file:{ingested / 'chroma' / 'chroma.sqlite3'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM embedding_fulltext_search").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM embeddings").fetchone()[0] > 0
+    finally:
+        db.close()
