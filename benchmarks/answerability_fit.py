@@ -4,9 +4,9 @@ Usage:
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit            # fit, print WEIGHTS + sweep
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit --current  # sweep the shipped weights
 
-Every case of the FIT halves of eval/suites/kb_agent.jsonl and kb_public.jsonl (bot/evaluation/split.py) is asked through the real chain (kb/ ingested into
---data-dir on first use) with refusal switched off, and the six features of each answer are recorded; label =
-the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
+Every case of the FIT halves of every suite in eval/suites/ (kb_agent, kb_public and kb_field, the realistic-
+phrasing suite; bot/evaluation/split.py) is asked through the real chain (kb/ ingested into --data-dir on first
+use) with refusal switched off, and the features of each answer are recorded; label = the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
 features, so no extra dependency) is fitted on both fit halves together and printed in raw feature units, ready to
 paste into bot/answer/assess.py. Also printed: 5-fold cross-validated ROC AUC on the fit halves, ROC AUC on
 the CHECK halves (never fitted on), and the share refused at each threshold on the fit halves, with the highest
@@ -35,13 +35,14 @@ from bot.evaluation.split import select
 from bot.evaluation.suites import load_suite
 from bot.ingest.index import KnowledgeIndex
 
-SUITES = [ROOT / "eval" / "suites" / "kb_agent.jsonl", ROOT / "eval" / "suites" / "kb_public.jsonl"]
+SUITES = sorted((ROOT / "eval" / "suites").glob("kb_*.jsonl"))
 NAMES = list(assess.Features.__dataclass_fields__)
 
 
-def collect(service: AnswerService, suite: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows and labels (1 = answerable) of every case of one half of a suite that reaches the scorer."""
-    rows, labels = [], []
+def collect(service: AnswerService, suite: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature rows, labels (1 = answerable) and agent flags of every case of one half of a suite that reaches
+    the scorer."""
+    rows, labels, agents = [], [], []
     for case in select(load_suite(suite), split):
         history = trim_history(list(case.history), service.settings)
         turn = service.chain.invoke(Turn(case.question, history, case.filters, "extractive"))
@@ -49,7 +50,32 @@ def collect(service: AnswerService, suite: Path, split: str) -> tuple[np.ndarray
             continue
         rows.append([getattr(turn.answerability, n) for n in NAMES])
         labels.append(0.0 if case.expected_refusal else 1.0)
-    return np.asarray(rows, dtype=float), np.asarray(labels)
+        agents.append(case.filters.audience.value == "internal")
+    return np.asarray(rows, dtype=float), np.asarray(labels), np.asarray(agents, dtype=bool)
+
+
+Halves = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def ask_all(data_dir: Path, kb: Path) -> tuple[Halves, Halves]:
+    """Features of the fit and check halves of every suite, asked through the real chain."""
+    settings = Settings(data_dir=data_dir, refusal_threshold=0.0, refusal_threshold_internal=0.0)
+    index = KnowledgeIndex(settings)
+    if index.generation() is None:
+        index.sync([kb])
+    service = AnswerService(settings, index)
+    service.warm()
+    return ({s.stem: collect(service, s, "fit") for s in SUITES}, {s.stem: collect(service, s, "check") for s in SUITES})
+
+
+def load(path: Path) -> tuple[Halves, Halves]:
+    """Halves saved by --cache."""
+    z = np.load(path)
+    out: dict[str, dict[str, list]] = {"fit": {}, "check": {}}
+    for key in sorted(z.files):
+        half, suite, i = key.split("|")
+        out[half].setdefault(suite, [None, None, None])[int(i)] = z[key]
+    return ({k: tuple(v) for k, v in out["fit"].items()}, {k: tuple(v) for k, v in out["check"].items()})
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 0.01, steps: int = 4000, rate: float = 0.5) -> np.ndarray:
@@ -85,20 +111,21 @@ def main() -> None:
     p.add_argument("--kb", type=Path, default=ROOT / "kb")
     p.add_argument("--l2", type=float, default=0.01)
     p.add_argument("--answer-rate", type=float, default=0.93,
-                   help="Answer at least this share of each suite's answerable cases (threshold choice).")
+                   help="Answer at least this share of each suite's answerable fit cases (threshold choice).")
     p.add_argument("--caution-refuse", type=float, default=0.01,
-                   help="Agents: refuse at most this share of kb_agent's answerable fit cases (caution threshold).")
+                   help="Agents: refuse at most this share of the agents' answerable fit cases (caution threshold).")
     p.add_argument("--current", action="store_true", help="Score with the shipped weights instead of refitting.")
+    p.add_argument("--cache", type=Path, help="Keep the collected features in this .npz (re-fit without re-asking).")
+    p.add_argument("--only", help="Comma-separated features to fit (the others get weight 0).")
     a = p.parse_args()
 
-    settings = Settings(data_dir=a.data_dir, refusal_threshold=0.0, refusal_threshold_internal=0.0)
-    index = KnowledgeIndex(settings)
-    if index.generation() is None:
-        index.sync([a.kb])
-    service = AnswerService(settings, index)
-    service.warm()
-    data = {s.stem: collect(service, s, "fit") for s in SUITES}
-    check = {s.stem: collect(service, s, "check") for s in SUITES}
+    data, check = load(a.cache) if a.cache and a.cache.exists() else ask_all(a.data_dir, a.kb)
+    if a.cache and not a.cache.exists():
+        np.savez(a.cache, **{f"{half}|{k}|{i}": arr for half, dd in (("fit", data), ("check", check))
+                             for k, d in dd.items() for i, arr in enumerate(d)})
+    keep = np.array([n in a.only.split(",") for n in NAMES]) if a.only else np.ones(len(NAMES), dtype=bool)
+    data = {k: (d[0] * keep, d[1], d[2]) for k, d in data.items()}
+    check = {k: (d[0] * keep, d[1], d[2]) for k, d in check.items()}
     x = np.concatenate([d[0] for d in data.values()])
     y = np.concatenate([d[1] for d in data.values()])
 
@@ -135,16 +162,30 @@ def main() -> None:
             s, lab = scores[k], d[1]
             cells.append(f"{np.mean(s[lab == 1] < t):.3f} / {np.mean(s[lab == 0] < t):.3f}")
         print(f"{t:9.2f}  " + "  ".join(f"{c:>22s}" for c in cells))
-    # highest threshold (2 decimals) at which every suite still answers --answer-rate of its answerable cases
+    # highest threshold (2 decimals) at which every suite still answers --answer-rate of its answerable cases.
+    # One threshold for both audiences: per-audience thresholds at a pooled 0.90 answer rate were tried and
+    # answered only 0.68 of eval-dev's internal questions (docs/quality.md).
     best = max((t / 100 for t in range(100) if all(
         np.mean(scores[k][d[1] == 1] >= t / 100) >= a.answer_rate for k, d in data.items())), default=0.0)
     print(f"\nhighest threshold answering >= {a.answer_rate:.2f} of each suite's answerable cases: {best:.2f}"
           "  -> Settings.refusal_threshold")
+    chosen = {"public": best, "internal": best}
     # agents between the two thresholds get `caution`; below the lower one they are refused
-    agent = scores["kb_agent"][data["kb_agent"][1] == 1]
+    agent = np.concatenate([scores[k][(d[1] == 1) & d[2]] for k, d in data.items()])
     caution = max((t / 100 for t in range(100) if np.mean(agent < t / 100) <= a.caution_refuse), default=0.0)
-    print(f"highest threshold refusing <= {a.caution_refuse:.2f} of kb_agent's answerable fit cases: "
-          f"{min(caution, best):.2f}  -> Settings.caution_threshold")
+    caution = min(caution, chosen["internal"])
+    print(f"highest threshold refusing <= {a.caution_refuse:.2f} of the agents' answerable fit cases: "
+          f"{caution:.2f}  -> Settings.caution_threshold")
+    print("\nwith these thresholds (score only; caution for a missing specific element not simulated):")
+    print("half   suite       answered|answerable  caution|answerable  refused-or-caution|unanswerable")
+    for half, dd in (("fit", data), ("check", check)):
+        for k, d in dd.items():
+            s_ = 1.0 / (1.0 + np.exp(-(d[0] @ w + b)))
+            answer_at = np.where(d[2], chosen["internal"], chosen["public"])
+            answered, cautious = s_ >= answer_at, d[2] & (s_ < answer_at) & (s_ >= caution)
+            pos, neg = d[1] == 1, d[1] == 0
+            print(f"{half:6s} {k:10s}  {np.mean(answered[pos]):19.3f}  {np.mean(cautious[pos]):18.3f}  "
+                  f"{np.mean(~answered[neg]):30.3f}")
 
 
 if __name__ == "__main__":

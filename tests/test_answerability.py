@@ -40,10 +40,47 @@ def test_type_missing_says_whether_the_evidence_holds_what_was_asked_for(questio
     assert assess.type_missing(question, evidence) == missing
 
 
-def test_number_missing_needs_a_number_for_how_many_questions():
-    assert assess.number_missing("How many strikes lead to a ban?", ["Strikes add up over time."]) == 1.0
-    assert assess.number_missing("How many strikes lead to a ban?", ["Three strikes lead to a ban."]) == 0.0
-    assert assess.number_missing("Who reviews appeals?", ["A moderator reviews it."]) == 0.0
+@pytest.mark.parametrize("question, evidence, missing", [
+    # a count of the things asked about, not any number
+    ("How many strikes lead to a ban?", ["Strikes expire after 90 days."], "the exact number"),
+    ("How many strikes lead to a ban?", ["Three strikes lead to a ban."], ""),
+    # a maximum is not answered by a minimum, nor the reverse
+    ("What's the most I can withdraw in one payout?", ["The minimum withdrawal is USD 50."], "the maximum"),
+    ("What's the most I can withdraw in one payout?", ["You can withdraw up to USD 10,000 a week."], ""),
+    ("What is the minimum withdrawal?", ["You can withdraw up to USD 10,000 a week."], "the minimum"),
+    # an amount asked in a currency is answered in that currency
+    ("How much is the subscription in pounds?", ["In the US it costs USD 4.99 a month."], "the amount in GBP"),
+    ("How much is the subscription in pounds?", ["In the UK it costs £3.99 a month."], ""),
+])
+def test_missing_kind_compares_the_kind_asked_not_any_number(question, evidence, missing):
+    assert assess.missing_kind(question, evidence) == missing
+
+
+def test_a_word_the_index_never_saw_does_not_dominate_coverage():
+    weights = TermWeights({"refund": 2, "coin": 3, "account": 40, "return": 5}, 50)
+    chunk = "How to refund coins."
+    # slang/a name the KB lacks weighs as much as an average known word, not the highest idf
+    f = assess.features(condensed("refund coins plzzzzz"), [0.5], [chunk], [chunk], weights)
+    terms = assess.question_terms(condensed("refund coins plzzzzz"), weights)
+    assert terms.unknown == ("plzzzzz",)
+    assert terms.weights["?plzzzzz"] == pytest.approx((weights.idf("refund") + weights.idf("coin")) / 2)
+    assert f.chunk_coverage == pytest.approx(2 / 3)
+    # a typo of an index word counts as that word ("retrun" -> return); short words are never matched
+    typo = assess.question_terms(condensed("how do i retrun coins"), weights)
+    assert "return" in typo.weights and not typo.unknown
+    assert weights.closest("stunt") == "" and weights.closest("coim") == ""
+
+
+def test_retrieval_shape_rewards_lists_that_agree_on_one_document():
+    from bot.core.models import Chunk, ScoredChunk
+
+    def hit(doc: str, score: float, dense: int | None, lexical: int | None) -> ScoredChunk:
+        return ScoredChunk(Chunk(f"{doc}#0", doc, 0, "text", (), 1), score, dense, lexical)
+
+    agree, share = assess.retrieval_shape([hit("a", 1.0, 1, 1), hit("b", 0.5, 2, 3)])
+    assert agree == 1.0 and share == pytest.approx(1 / 1.5)
+    split, flat = assess.retrieval_shape([hit("a", 1.0, 4, 1), hit("b", 1.0, 1, 2), hit("c", 1.0, 2, 5)])
+    assert split == pytest.approx((1 / 4 + 1) / 2) and flat == pytest.approx(1 / 3)
 
 
 def test_coverage_features_weigh_rare_question_terms_most():
@@ -57,11 +94,13 @@ def test_coverage_features_weigh_rare_question_terms_most():
 
 
 def test_score_rises_with_evidence_and_falls_when_the_asked_kind_is_missing():
-    strong = assess.Features(0.7, 0.9, 0.8, 0.0, 0.0)
-    weak = assess.Features(0.2, 0.2, 0.1, 0.0, 0.0)
-    assert assess.score(strong) > 0.9 and assess.score(weak) < 0.1
-    typed = assess.Features(0.55, 0.7, 0.6, 0.0, 0.0)
-    assert assess.score(assess.Features(0.55, 0.7, 0.6, 1.0, 1.0)) < assess.score(typed)
+    def f(sim: float, cov: float, **kw) -> assess.Features:
+        return assess.Features(top_similarity=sim, chunk_coverage=cov, sentence_coverage=cov,
+                               sentence_similarity=sim, rank_agreement=1.0, top_share=0.5, **kw)
+
+    assert assess.score(f(0.75, 0.9)) > 0.9 and assess.score(f(0.2, 0.1)) < 0.1
+    assert assess.score(f(0.55, 0.6, type_missing=1.0)) < assess.score(f(0.55, 0.6))
+    assert assess.score(f(0.55, 0.6, specific_missing=1.0)) < assess.score(f(0.55, 0.6))
 
 
 # ---- refusals on the real knowledge base ----------------------------------------------------------------

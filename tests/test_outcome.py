@@ -39,6 +39,15 @@ def test_agents_get_caution_between_the_thresholds_and_the_public_never_does():
     assert decide(sig(internal=False, confidence=0.6)).outcome == assess.ANSWERED
 
 
+def test_an_agent_gets_caution_when_the_specific_element_asked_is_not_stated():
+    # confident guidance that answers a maximum with a minimum: the guidance is there, the detail is not
+    a = decide(sig(confidence=0.9, element="the maximum", missing="the maximum"))
+    assert a.outcome == assess.CAUTION and a.missing == "the maximum"
+    # the public gets answered or refused only
+    assert decide(sig(internal=False, confidence=0.9, element="the maximum")).outcome == assess.ANSWERED
+    assert decide(sig(confidence=0.2, element="the maximum")).outcome == assess.REFUSED
+
+
 def test_refusal_reasons_in_order_and_unsupported_guidance_is_not_caution():
     assert decide(sig(has_sources=False)).reason == assess.REFUSAL_NO_SOURCES
     assert decide(sig(blocked=True)).reason == assess.REFUSAL_BLOCKED

@@ -1,26 +1,33 @@
 """Answerability: how likely the knowledge base answers a question, from retrieval and the extracted evidence.
 
-One small logistic scorer over five explicit features (docs/answers.md "Calibration of `refusal_threshold`", docs/quality.md):
+One small logistic scorer over explicit features (docs/quality.md "Answerability"), each built to mean the same
+for a terse question in the KB's own words and a chatty one full of typos:
 
     top_similarity      cosine of the question and the closest of the first three chunks
-    chunk_coverage      idf-weighted share of the question's terms that the best of the first three chunks holds
+    chunk_coverage      idf-weighted share of the question's informative terms that the best of the first three
+                        chunks holds; a word the index has never seen is fuzzy-matched to the index vocabulary
+                        (rapidfuzz: "refnud" -> refund) or, failing that, left out, so a typo, a name or slang
+                        cannot take the highest idf and dominate the denominator; filler weighs little by its idf
     sentence_coverage   the same share for the best single evidence sentence (what an answer would quote)
-    type_missing        1 when the question asks for a kind of thing (a duration, an amount, a count, an age,
-                        a team, a yes/no permission) and no evidence sentence holds that kind of thing
-    number_missing      1 when the question asks "how much / how many / how long" and no evidence sentence
-                        holds a number at all
-
-A word of the question that the knowledge base never uses is already weighed at the highest idf by both
-coverages; a separate flag for it was tried and, fitted next to them, took a positive weight (it only corrected
-the coverages' double count), so it is not a feature.
+    sentence_similarity cosine of the question and the first evidence sentence (the composer's best pick; each
+                        sentence embedded costs as much as the question, so only one is)
+    rank_agreement      whether the dense and the BM25 searches put the top document first: the mean of
+                        1/rank of its best chunk in each list (1.0 = both lists rank it first)
+    top_share           the top document's share of the fused score over the distinct documents retrieved
+    specific_missing    1 when the question's most specific element is not what the evidence states: a maximum
+                        answered with a minimum (or the reverse), an amount in a currency the evidence never
+                        names (an adjacent-pair check, "gift card" whose words the evidence holds only apart,
+                        was tried and fired more often on answerable questions: not used)
+    type_missing        1 when the question asks for a kind of thing (a duration, an amount, a count of the
+                        things asked about, an age, a team, a yes/no rule) and no evidence sentence states it
 
 The evidence sentences are the extractive composer's selection (the offline default's answer; for the chat
 composer the same extractive selection is computed as a cheap probe before any model call), so the score keeps
 one meaning whichever composer writes the answer. The weights below were fitted by
-`benchmarks/answerability_fit.py` on the fit halves of the project's own eval suites (eval/suites/kb_agent.jsonl
-and kb_public.jsonl); the check halves, ../shared/eval-dev and the third-party corpora only measure the result. They are constants: nothing is
-trained or downloaded at run time. Computing the features costs well under a millisecond (set lookups over the
-top chunks' terms, a few regexes over at most a dozen sentences).
+`benchmarks/answerability_fit.py` on the fit halves of the project's own eval suites (eval/suites/*.jsonl); the
+check halves, ../shared/eval-dev and the third-party corpora only measure the result. They are constants:
+nothing is trained or downloaded at run time. Apart from embedding the evidence sentences (done by the caller),
+computing the features costs well under a millisecond.
 """
 
 from __future__ import annotations
@@ -28,24 +35,27 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bot.answer.condense import Condensed
+from bot.core.models import ScoredChunk
 from bot.core.text import TermWeights, analyze
 
-# Fitted by benchmarks/answerability_fit.py on the FIT halves of eval/suites/kb_agent.jsonl + kb_public.jsonl
-# (bot/evaluation/split.py; L2-regularised logistic regression, answerable = 1) and reported on the check halves
-# and ../shared/eval-dev (docs/quality.md). Re-run the script and paste its output here when the pipeline changes.
-# number_missing fitted to 0.000: next to type_missing it adds nothing on the fit halves; kept as a feature so a
-# refit on another pipeline can still use it.
+# Fitted by benchmarks/answerability_fit.py on the FIT halves of the eval suites (bot/evaluation/split.py;
+# L2-regularised logistic regression, answerable = 1) and reported on the check halves and ../shared/eval-dev
+# (docs/quality.md). Re-run the script and paste its output here when the pipeline changes.
 WEIGHTS: dict[str, float] = {
-    "top_similarity": 9.360,
-    "chunk_coverage": 2.189,
-    "sentence_coverage": 3.465,
-    "type_missing": -3.162,
-    "number_missing": 0.000,
+    "top_similarity": 6.713,
+    "chunk_coverage": 2.167,
+    "sentence_coverage": 1.102,
+    "sentence_similarity": 2.236,
+    "rank_agreement": 0.513,
+    "top_share": -0.120,
+    "specific_missing": -4.814,
+    "type_missing": -3.287,
 }
-INTERCEPT = -5.958
+INTERCEPT = -4.945
+EVIDENCE_EMBEDDED = 1  # evidence sentences embedded for sentence_similarity: each costs as much as the question
 
 # What kind of answer a question wants, and what a sentence that gives it contains. Generic English patterns:
 # nothing here names a product, a team or an eval question.
@@ -59,14 +69,11 @@ _GIVES_DURATION = re.compile(r"(\d+|\b(a|an|one|two|three|four|five|six|seven|te
                              r"\b|\bimmediately\b|\bstraight away\b|\bright away\b|\bsame day\b|\bno (time )?limit\b",
                              re.IGNORECASE)
 _ASKS_AMOUNT = re.compile(r"\bhow much\b|\bcosts?\b|\bfees?\b|\bprices?\b|\bpercent(age)?\b|\bthreshold\b|"
-                          r"\b(exchange )?rate\b|\bamount\b",
+                          r"\b(exchange )?rate\b|\bamount\b|\bcommission\b",
                           re.IGNORECASE)
 _GIVES_AMOUNT = re.compile(r"[$€£¥]\s?\d|\d\s?(%|percent)|\b(USD|EUR|GBP|JPY|INR|dollars?|euros?|pounds?)\b|"
                            r"\bfree\b|\bno (fee|charge|cost)\b|\bat no (extra )?cost\b|\bdoes ?n[o']t charge\b",
                            re.IGNORECASE)
-_ASKS_COUNT = re.compile(r"\bhow many\b|\bwhat number of\b|\bmaximum number\b|\blimit on the number\b",
-                         re.IGNORECASE)
-_GIVES_COUNT = re.compile(_NUMBER + r"|\bno limit\b|\bunlimited\b", re.IGNORECASE)
 _ASKS_AGE = re.compile(r"\bhow old\b|\b(minimum|maximum) age\b|\bage limit\b", re.IGNORECASE)
 _GIVES_AGE = re.compile(r"\b\d{1,2}\b", re.IGNORECASE)
 _ASKS_YES_NO = re.compile(r"^\W*(can|could|may|is it|is there|are there|are we|do we|do i|does|am i|should|"
@@ -75,84 +82,214 @@ _GIVES_YES_NO = re.compile(r"\b(cannot|can't|can not|may not|must|never|only|alw
                            r"is not|isn't|are not|aren't|won't|will not|not allowed|no one)\b", re.IGNORECASE)
 _ASKS_WHO = re.compile(r"\bwho\b|\bwhich (team|department|queue|group)\b|\bescalat|\bpriority\b", re.IGNORECASE)
 _GIVES_WHO = re.compile(r"\b(team|department|queue|specialists?|desk|group|lead|manager|P[1-4])\b|`[a-z0-9]+(-[a-z0-9]+)+`")
-_TYPES: tuple[tuple[re.Pattern, re.Pattern], ...] = (
-    (_ASKS_DURATION, _GIVES_DURATION),
-    (_ASKS_AMOUNT, _GIVES_AMOUNT),
-    (_ASKS_COUNT, _GIVES_COUNT),
-    (_ASKS_AGE, _GIVES_AGE),
-    (_ASKS_WHO, _GIVES_WHO),
-    (_ASKS_YES_NO, _GIVES_YES_NO),
+_TYPES: tuple[tuple[re.Pattern, re.Pattern, str], ...] = (  # asks, gives, what a caution answer calls it
+    (_ASKS_DURATION, _GIVES_DURATION, "the exact time or deadline"),
+    (_ASKS_AMOUNT, _GIVES_AMOUNT, "the exact amount"),
+    (_ASKS_AGE, _GIVES_AGE, "the age limit"),
+    (_ASKS_WHO, _GIVES_WHO, "which team or queue handles it"),
+    (_ASKS_YES_NO, _GIVES_YES_NO, "a yes/no rule for this case"),
 )
-# what each kind is called when a caution answer says the knowledge base does not state it (same order as _TYPES)
-_KIND_NAMES = ("the exact time or deadline", "the exact amount", "the exact number", "the age limit",
-               "which team or queue handles it", "a yes/no rule for this case")
-_ASKS_NUMBER = re.compile(r"\bhow (much|many|long|often|old|far)\b", re.IGNORECASE)
-_GIVES_NUMBER = re.compile(_NUMBER, re.IGNORECASE)
+# "how many <things>": a count of those things (a number up to two words before the thing), not any number
+_ASKS_COUNT = re.compile(r"\bhow many ([a-z]{3,})|\b(?:maximum|minimum) number of ([a-z]{3,})", re.IGNORECASE)
+_COUNT_NUMBER = r"(?:\d[\d,.]*k?|one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|fifty|hundred|no|unlimited)"
+# a maximum is not a minimum: "the most I can withdraw" is unanswered by "the minimum withdrawal is $50"
+_ASKS_MAX = re.compile(r"\b(max(imum)?|highest|largest|biggest|upper limit|at most|cap|ceiling|how high)\b|"
+                       r"\bmost (i|you|we|they|he|she|someone|one|a user|users?|creators?) (can|could|may|is allowed)\b",
+                       re.IGNORECASE)
+_GIVES_MAX = re.compile(r"\b(max(imum)?|up to|at most|no more than|not more than|capped|limit(ed)? (of|to))\b",
+                        re.IGNORECASE)
+_ASKS_MIN = re.compile(r"\b(min(imum)?|lowest|smallest|how low)\b|"
+                       r"\bleast (i|you|we|they|he|she|someone|one|a user|users?|creators?) (can|could|may|must|need)\b",
+                       re.IGNORECASE)
+_GIVES_MIN = re.compile(r"\b(min(imum)?|at least|no less than|not less than)\b", re.IGNORECASE)
+# currencies a question can ask an amount in, by how they are written
+_CURRENCIES: dict[str, re.Pattern] = {
+    "GBP": re.compile(r"£|\b(gbp|pounds?( sterling)?|sterling|quid)\b", re.IGNORECASE),
+    "EUR": re.compile(r"€|\b(eur|euros?)\b", re.IGNORECASE),
+    "USD": re.compile(r"\$|\b(usd|dollars?|bucks)\b", re.IGNORECASE),
+    "JPY": re.compile(r"¥|\b(jpy|yen)\b", re.IGNORECASE),
+    "INR": re.compile(r"₹|\b(inr|rupees?)\b", re.IGNORECASE),
+    "CAD": re.compile(r"\b(cad|canadian dollars?)\b", re.IGNORECASE),
+    "AUD": re.compile(r"\b(aud|australian dollars?)\b", re.IGNORECASE),
+}
+_ASKS_IN_CURRENCY = re.compile(r"\b(in|into)\s+(the\s+)?(£|€|\$|¥|₹|[a-z]+( [a-z]+)?)\s*(\?|$|\b)", re.IGNORECASE)
+_WORD_RE = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+UNKNOWN_PREFIX = "?"  # QuestionTerms.weights key of a word the index lacks: no text term ever equals it
 
 
 @dataclass(frozen=True)
 class Features:
-    """The answerability features of one question (docs/answers.md "Calibration of `refusal_threshold`", docs/quality.md)."""
+    """The answerability features of one question (docs/quality.md "Answerability")."""
 
     top_similarity: float
     chunk_coverage: float
     sentence_coverage: float
-    type_missing: float
-    number_missing: float
+    sentence_similarity: float = 0.0
+    rank_agreement: float = 0.0
+    top_share: float = 0.0
+    specific_missing: float = 0.0
+    type_missing: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Feature name -> value."""
         return asdict(self)
 
 
-def question_weights(condensed: Condensed, weights: TermWeights) -> dict[str, float]:
-    """Stemmed question terms weighted by idf; terms carried over from earlier turns weigh half."""
-    q = {t: weights.idf(t) for t in analyze(condensed.question)}
+@dataclass(frozen=True)
+class QuestionTerms:
+    """The question's informative stems with their idf, and the words the index does not know."""
+
+    weights: dict[str, float]  # stem -> idf; words the index lacks under UNKNOWN_PREFIX + word
+    unknown: tuple[str, ...] = ()
+    words: int = 0  # content words looked at (stop words and places excluded)
+    order: tuple[str, ...] = field(default_factory=tuple)  # the question's own stems in order (for pairs)
+
+
+def question_terms(condensed: Condensed, weights: TermWeights, places: Iterable[str] = ()) -> QuestionTerms:
+    """Stemmed question terms weighted by idf; terms carried over from earlier turns weigh half.
+
+    A word the index has never seen takes its closest index term (a typo) or is left out (a name, slang): an
+    unknown word would otherwise carry the highest idf and outweigh every word the KB does use."""
+    skip = {p.lower() for p in places}
+    q: dict[str, float] = {}
+    unknown: list[str] = []
+    order: list[str] = []
+    words = 0
+    for word in _WORD_RE.findall(condensed.question.lower()):
+        stems = analyze(word)
+        if not stems or word in skip:
+            continue
+        stem = stems[0]
+        words += 1
+        if weights.has_vocabulary and not weights.known(stem):
+            stem = weights.closest(stem) or weights.closest(word)
+            if not stem:
+                unknown.append(word)
+                continue
+        q[stem] = weights.idf(stem)
+        order.append(stem)
+    # An unknown word ("klarna", "oil") still asks about something the KB may lack: it weighs as much as the
+    # question's average known word, not the highest idf. Two-letter words ("rn", "ok") and tokens with digits
+    # ("5k") say too little to count. (Left out entirely, "how do I change the oil in my car?" was covered by
+    # its one known word.)
+    average = sum(q.values()) / len(q) if q else 1.0
+    for word in unknown:
+        if len(word) >= 3 and word.isalpha():
+            q.setdefault(UNKNOWN_PREFIX + word, average)
     for t in analyze(" ".join(condensed.carried_terms)):
-        q.setdefault(t, 0.5 * weights.idf(t))
-    return q
+        if not weights.has_vocabulary or weights.known(t):
+            q.setdefault(t, 0.5 * weights.idf(t))
+    return QuestionTerms(q, tuple(unknown), words, tuple(order))
+
+
+def question_weights(condensed: Condensed, weights: TermWeights) -> dict[str, float]:
+    """Informative question stems weighted by idf (question_terms without the bookkeeping)."""
+    return question_terms(condensed, weights).weights
 
 
 def _coverage(q: dict[str, float], total: float, terms: set[str]) -> float:
     return sum(w for t, w in q.items() if t in terms) / total if total else 0.0
 
 
+def _currency_asked(question: str) -> str:
+    """The currency an amount is asked in ("how much in pounds?"), '' when none is named that way."""
+    for m in _ASKS_IN_CURRENCY.finditer(question):
+        for code, rx in _CURRENCIES.items():
+            if rx.search(m.group(3)):
+                return code
+    return ""
+
+
+def missing_element(question: str, evidence: Sequence[str]) -> str:
+    """The specific element the question asks for that the evidence contradicts or lacks ('' when none): a
+    maximum answered only with a minimum (or the reverse), an amount asked in a currency the evidence never
+    states. Named for a caution answer ("the maximum", "the amount in GBP")."""
+    text = " ".join(evidence)
+    asks_max, asks_min = bool(_ASKS_MAX.search(question)), bool(_ASKS_MIN.search(question))
+    if asks_max and not asks_min and _GIVES_MIN.search(text) and not _GIVES_MAX.search(text):
+        return "the maximum"
+    if asks_min and not asks_max and _GIVES_MAX.search(text) and not _GIVES_MIN.search(text):
+        return "the minimum"
+    code = _currency_asked(question)
+    if code and not _CURRENCIES[code].search(text):
+        return f"the amount in {code}"
+    return ""
+
+
 def missing_kind(question: str, evidence: Sequence[str]) -> str:
-    """The kind of detail the question asks for that no evidence sentence holds ('' when none is missing);
-    the first kind asked wins."""
-    for (asks, gives), name in zip(_TYPES, _KIND_NAMES):
+    """What the question asks for that the evidence does not state, for a caution answer to name ('' when
+    nothing is missing): a specific element (missing_element) first, else the kind of detail (asked_kind_missing)."""
+    return missing_element(question, evidence) or asked_kind_missing(question, evidence)
+
+
+def asked_kind_missing(question: str, evidence: Sequence[str]) -> str:
+    """The kind of detail the question asks for that no evidence sentence states ('' when none is missing).
+
+    Kinds are compared as asked: a count of the things asked about (a number at most two words before those
+    things: "three copyright strikes", not any number), then the first of duration, amount, age, team, yes/no the question asks."""
+    m = _ASKS_COUNT.search(question)
+    if m:
+        thing = re.escape((m.group(1) or m.group(2)).lower()[:5])
+        counted = re.compile(rf"\b{_COUNT_NUMBER}\b(?:\s+[\w-]+){{0,2}}?\s+{thing}|\b(no limit|unlimited)\b",
+                             re.IGNORECASE)
+        if not any(counted.search(s) for s in evidence):
+            return "the exact number"
+    for asks, gives, name in _TYPES:
         if asks.search(question):
             return "" if any(gives.search(s) for s in evidence) else name
     return ""
 
 
 def type_missing(question: str, evidence: Sequence[str]) -> float:
-    """1.0 when the question asks for a kind of thing that no evidence sentence holds (first kind asked wins)."""
-    return 1.0 if missing_kind(question, evidence) else 0.0
+    """1.0 when the question asks for a kind of thing that no evidence sentence states (asked_kind_missing)."""
+    return 1.0 if asked_kind_missing(question, evidence) else 0.0
 
 
-def number_missing(question: str, evidence: Sequence[str]) -> float:
-    """1.0 when a how-much/how-many/how-long question meets evidence without any number in it."""
-    if not _ASKS_NUMBER.search(question):
-        return 0.0
-    return 0.0 if any(_GIVES_NUMBER.search(s) for s in evidence) else 1.0
+def specific_missing(question: str, evidence: Sequence[str]) -> float:
+    """1.0 when the question's most specific element is not what the evidence states (missing_element: a
+    maximum answered with a minimum or the reverse, an amount in a currency the evidence never names)."""
+    return 1.0 if missing_element(question, evidence) else 0.0
 
 
+def retrieval_shape(scored: Sequence[ScoredChunk]) -> tuple[float, float]:
+    """(rank_agreement, top_share) of a fused result list, best first (see the module docstring)."""
+    if not scored:
+        return 0.0, 0.0
+    top = scored[0].chunk.doc_id
+    dense = [s.dense_rank for s in scored if s.chunk.doc_id == top and s.dense_rank]
+    lexical = [s.lexical_rank for s in scored if s.chunk.doc_id == top and s.lexical_rank]
+    agreement = 0.5 * ((1.0 / min(dense) if dense else 0.0) + (1.0 / min(lexical) if lexical else 0.0))
+    best: dict[str, float] = {}
+    for s in scored:
+        best[s.chunk.doc_id] = max(best.get(s.chunk.doc_id, 0.0), max(s.score, 0.0))
+    total = sum(best.values())
+    return agreement, (best[top] / total if total else 0.0)
+
+
+# why: one feature vector from every stage's output; each line is one documented feature
 def features(condensed: Condensed, similarities: Sequence[float], chunk_texts: Sequence[str],
-             evidence: Iterable[str], weights: TermWeights) -> Features:
+             evidence: Iterable[str], weights: TermWeights, *, scored: Sequence[ScoredChunk] = (),
+             sentence_similarity: float = 0.0, places: Iterable[str] = ()) -> Features:
     """Features of one question from its retrieved chunks (best first) and the evidence sentences chosen from
-    them. similarities are the question's own cosine to each chunk; chunk_texts what was embedded for each."""
+    them. similarities are the question's own cosine to each chunk; chunk_texts what was embedded for each;
+    scored the fused search result (ranks and scores); sentence_similarity the best cosine of the question and
+    an evidence sentence; places the question's place words (not unknown words)."""
     evidence = [s for s in evidence if s.strip()]
-    q = question_weights(condensed, weights)
+    terms = question_terms(condensed, weights, places)
+    q = terms.weights
     total = sum(q.values())
     chunk_cov = max((_coverage(q, total, set(analyze(t))) for t in chunk_texts[:3]), default=0.0)
     sent_cov = max((_coverage(q, total, set(analyze(s))) for s in evidence), default=0.0)
+    agreement, share = retrieval_shape(scored)
     return Features(
         top_similarity=max((float(s) for s in similarities[:3]), default=0.0),
         chunk_coverage=chunk_cov,
         sentence_coverage=sent_cov,
+        sentence_similarity=float(sentence_similarity),
+        rank_agreement=agreement,
+        top_share=share,
+        specific_missing=specific_missing(condensed.question, evidence),
         type_missing=type_missing(condensed.question, evidence),
-        number_missing=number_missing(condensed.question, evidence),
     )
 
 
@@ -184,6 +321,7 @@ class Signals:
     answer_threshold: float  # Settings.refusal_threshold(_internal): at or above, answered
     caution_threshold: float  # Settings.caution_threshold: agents between the two get caution
     missing: str = ""  # missing_kind() of the final evidence: the exact detail asked for is not stated
+    element: str = ""  # missing_element() of the final evidence: the specific element asked is not what it states
     crisis: bool = False  # someone may be at risk (bot/answer/safety.py crisis_signal)
     person_requested: bool = False  # "can I talk to a human?" (safety.asks_for_person)
     small_talk: bool = False  # a greeting or thanks, no question
@@ -209,9 +347,11 @@ def decide(sig: Signals) -> Assessment:
 
     A crisis is never refused for low confidence and always offers a person; a request for a person goes straight
     to the handoff offer. Agents get `caution` when relevant guidance exists (confidence at or above the caution
-    threshold and a verified sentence) but the confidence is below the answer threshold: the score already weighs
-    whether the asked-for kind of detail is in the evidence (type_missing), and `missing` names it in the text.
-    The public gets answered or refused."""
+    threshold and a verified sentence) but the confidence is below the answer threshold, or the evidence does not
+    state the specific element asked (a maximum answered with a minimum, an amount in another currency): the
+    guidance is there, the exact detail is not confirmed. The score already weighs whether the asked-for kind of
+    detail is in the evidence (type_missing); `missing` names what is not stated. The public gets answered or
+    refused."""
     if sig.person_requested and not sig.crisis:
         return Assessment(REFUSED, HANDOFF_REQUESTED, handoff=True)
     if sig.small_talk:
@@ -228,6 +368,7 @@ def decide(sig: Signals) -> Assessment:
     handoff = sig.crisis or (bool(refusal) and not sig.internal)
     if refusal:
         return Assessment(REFUSED, refusal, handoff=handoff, crisis=sig.crisis)
-    if sig.internal and not sig.crisis and sig.confidence < sig.answer_threshold:
-        return Assessment(CAUTION, missing=sig.missing or "an exact answer to this question", crisis=sig.crisis)
+    if sig.internal and not sig.crisis and (sig.confidence < sig.answer_threshold or sig.element):
+        return Assessment(CAUTION, missing=sig.element or sig.missing or "an exact answer to this question",
+                          crisis=sig.crisis)
     return Assessment(ANSWERED, handoff=handoff, crisis=sig.crisis)

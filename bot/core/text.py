@@ -74,6 +74,8 @@ class TermWeights:
         self._df = doc_freq
         self._n = max(num_docs, 1)
         self._max = self.idf_from_df(0)
+        self._vocab: dict[str, list[str]] | None = None  # first letter -> index terms, built on first use
+        self._closest: dict[str, str] = {}  # unknown word -> closest index term ("" = none)
 
     def idf_from_df(self, df: int) -> float:
         """BM25-style idf, always positive."""
@@ -91,6 +93,38 @@ class TermWeights:
         """idf of one stemmed term."""
         df = self._df.get(stem)
         return self._max if df is None else self.idf_from_df(df)
+
+    @property
+    def has_vocabulary(self) -> bool:
+        """Whether the weights come from an index (uniform weights know no words, so every word counts)."""
+        return bool(self._df)
+
+    def closest(self, word: str, min_length: int = 5) -> str:
+        """The index term a word unknown to the index most likely misspells ("retrun" -> "return"), or "".
+
+        A typo keeps its first letter and is one edit away (two from 8 letters on; a swap of two letters is one
+        edit): rapidfuzz's Damerau-Levenshtein distance against the index vocabulary. Looser matching turned
+        words the KB lacks into words it has ("unicorn" -> union, "student" -> stunt). Words shorter than
+        min_length are not matched (too many terms are one edit away). Cached per TermWeights (one per
+        generation)."""
+        if len(word) < min_length or not self._df or not word.isalpha():
+            return ""
+        if word not in self._closest:
+            from rapidfuzz import process
+            from rapidfuzz.distance import DamerauLevenshtein
+
+            if self._vocab is None:  # by first letter: a typo keeps it
+                self._vocab = {}
+                for t in self._df:
+                    if len(t) >= min_length - 1 and t.isalpha():
+                        self._vocab.setdefault(t[0], []).append(t)
+            limit = 1 if len(word) < 8 else 2
+            pool = [t for t in self._vocab.get(word[0], ()) if abs(len(t) - len(word)) <= limit]
+            hit = process.extractOne(word, pool, scorer=DamerauLevenshtein.distance, score_cutoff=limit)
+            if len(self._closest) >= 20_000:  # bounded: a long-running service sees endless new words
+                self._closest.clear()
+            self._closest[word] = hit[0] if hit else ""
+        return self._closest[word]
 
     @classmethod
     def uniform(cls) -> TermWeights:
