@@ -128,3 +128,26 @@ def test_self_reference_and_link_only_units_rank_below_units_that_add_informatio
 def test_clean_display_drops_a_bold_marker_a_sentence_split_left_alone():
     assert clean_display("**If you feel unsafe, call a crisis line now.") == "If you feel unsafe, call a crisis line now."
     assert clean_display("Tap **Request a refund** and confirm.") == "Tap Request a refund and confirm."
+
+
+def test_a_public_answer_that_picks_one_step_shows_its_whole_list():
+    intro = chunk("help-threats", "If someone threatens to share your photos unless you pay, this is called "
+                  "sextortion. It is a crime and not your fault.", "", "Threats to share photos")
+    steps = chunk("help-threats", "1. Don't pay and don't send anything more.\n2. Stop replying, but keep the "
+                  "conversation.\n3. Report the account and block it.\n4. Tell someone you trust about the threats.",
+                  "What to do right now", "Threats to share photos", n=1)
+    out = compose("someone threatens to share my photos, should i stop replying to them?", [intro, steps],
+                  audience="public")
+    assert out[-4:] == ["Don't pay and don't send anything more.", "Stop replying, but keep the conversation.",
+                        "Report the account and block it.", "Tell someone you trust about the threats."]
+    assert len(out) <= 6  # the list whole, plus the picks that fit the budget with it
+
+
+def test_a_section_for_the_requesters_region_outranks_the_general_one():
+    general = chunk("help-charge", "Tell us about a charge you did not make as soon as you can, and we check "
+                    "the payment before any refund.", "Report a charge", "Charges you don't recognise")
+    eu = chunk("help-charge", "We refund a charge you did not make by the end of the next business day after "
+               "you tell us.", "If you live in the EU/EEA or the UK", "Charges you don't recognise", n=1)
+    out = compose("i'm in france and there's a charge i did not make, do i get a refund?", [general, eu],
+                  audience="public", profile=KB_PROFILE, max_units=1)
+    assert out == ["We refund a charge you did not make by the end of the next business day after you tell us."]

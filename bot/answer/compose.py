@@ -25,8 +25,10 @@ import numpy as np
 
 from bot.answer.condense import Condensed
 from bot.core.models import Chunk
-from bot.core.text import TermWeights
-from bot.search.intent import is_procedural
+from bot.core.profile import KBProfile
+from bot.core.text import TermWeights, analyze
+from bot.core.units import named_codes
+from bot.search.intent import is_procedural, region_hints
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,45 @@ def ask_part(question: str) -> str:
     parts = [p for p in _ASK_SPLIT_RE.split(question.strip()) if p.strip()]
     asks = [p for p in parts if p.rstrip().endswith("?")]
     return " ".join(asks) if asks else (parts[-1] if parts else "")
+
+
+def query_weights(request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
+    """Stemmed question terms weighted by idf, plus the source codes it names (rarer than any word); terms
+    carried from earlier turns weigh half."""
+    w: dict[str, float] = {}
+    for t in analyze(request.condensed.question):
+        w[t] = request.weights.idf(t)
+    for t in named_codes(request.condensed.question, known_codes):
+        w[t] = request.weights.idf(t)  # not in the word index: the highest idf
+    for t in analyze(" ".join(request.condensed.carried_terms)):
+        w.setdefault(t, 0.5 * request.weights.idf(t))
+    return w
+
+
+def ask_weights(request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
+    """idf of the KB-known terms of the asking sentence, when the question has other sentences too (else {}:
+    the whole question is the ask, and the lexical score already measures it)."""
+    question = request.condensed.question
+    ask = ask_part(question)
+    if not ask or len(ask) >= len(question.strip()):
+        return {}
+    terms = [t for t in analyze(ask) if request.weights.known(t)] + list(named_codes(ask, known_codes))
+    return {t: request.weights.idf(t) for t in terms}
+
+
+def self_referential(profile: KBProfile, display: str, raw: str) -> bool:
+    """Whether a unit is about its document ("This article is for...") or mostly link text ("see X")."""
+    if profile.self_reference.search(display):
+        return True
+    linked = sum(len(m.group(1).split()) for m in profile.link.finditer(raw))
+    return linked > 0 and linked >= 0.5 * len(display.split())
+
+
+def requester_regions(request: ComposeRequest, profile: KBProfile) -> tuple[str, ...]:
+    """The requester's regions: named in the question, else inferred by the conversation stage, else their
+    region filter."""
+    inferred = tuple(getattr(request.condensed, "regions", ()) or ())
+    return region_hints(request.condensed.question, profile) or inferred or tuple(request.regions)
 
 
 def is_howto(question: str) -> bool:

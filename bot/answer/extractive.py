@@ -17,10 +17,13 @@ from bot.answer.compose import (
     DraftSentence,
     Source,
     answer_type_bonus,
-    ask_part,
+    ask_weights,
     asks_value,
     is_howto,
     phrases,
+    query_weights,
+    requester_regions,
+    self_referential,
 )
 from bot.answer.safety import looks_like_injection
 from bot.core.profile import DEFAULT_PROFILE, KBProfile
@@ -30,7 +33,6 @@ from bot.core.units import (
     DURATION_RE,
     Unit,
     code_terms,
-    named_codes,
     region_conflict,
     split_units,
 )
@@ -52,6 +54,7 @@ class _Candidate:
     novelty: float = 1.0  # idf-weighted share of the unit's words that neither the question nor the title says
     ask: float = 0.0  # idf-weighted share of the asking sentence's terms in the unit (multi-sentence questions)
     self_ref: bool = False  # the unit is about its document ("Use this SOP when...") or mostly a link to another
+    regional: bool = False  # the unit or its section names the requester's region
     score: float = 0.0
 
 
@@ -68,7 +71,8 @@ class ExtractiveComposer(Composer):
                  length_penalty: float = 0.1, typical_terms: int = 15, same_doc_bonus: float = 0.0,
                  phrase_weight: float = 0.15, case_ratio: float = 0.75,
                  lead_margin: float = 1.15, novelty_weight: float = 0.15, novelty_floor: float = 0.5,
-                 ask_weight: float = 0.15, self_ref_weight: float = 0.1, profile: KBProfile = DEFAULT_PROFILE):
+                 ask_weight: float = 0.15, self_ref_weight: float = 0.1, region_weight: float = 0.1,
+                 profile: KBProfile = DEFAULT_PROFILE):
         self.embed = embed
         self.profile = profile  # the KB's heading meanings and region names
         self.max_units = max_units
@@ -95,47 +99,13 @@ class ExtractiveComposer(Composer):
         # answered by the unit matching the ask, not the one restating the situation: up to ask_weight more.
         self.ask_weight = ask_weight
         self.self_ref_weight = self_ref_weight  # "Use this SOP when...", "see <link>": where, not what
+        self.region_weight = region_weight  # "If you live in the EU or the UK" for a user in France
 
     def budget(self, audience: str) -> int:
         """Most words an answer shows outside a numbered procedure, for this audience."""
         return self.max_words.get(audience, self.max_words["public"])
 
     # scoring ---------------------------------------------------------------------------------------------
-    def _query_weights(self, request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
-        """Stemmed question terms weighted by idf, plus the source codes it names (rarer than any word); terms
-        carried from earlier turns weigh half."""
-        w: dict[str, float] = {}
-        for t in analyze(request.condensed.question):
-            w[t] = request.weights.idf(t)
-        for t in named_codes(request.condensed.question, known_codes):
-            w[t] = request.weights.idf(t)  # not in the word index: the highest idf
-        for t in analyze(" ".join(request.condensed.carried_terms)):
-            w.setdefault(t, 0.5 * request.weights.idf(t))
-        return w
-
-    def _ask_weights(self, request: ComposeRequest, known_codes: frozenset[str]) -> dict[str, float]:
-        """idf of the KB-known terms of the asking sentence, when the question has other sentences too (else
-        {}: the whole question is the ask, and the lexical score already measures it)."""
-        question = request.condensed.question
-        ask = ask_part(question)
-        if not ask or len(ask) >= len(question.strip()):
-            return {}
-        terms = [t for t in analyze(ask) if request.weights.known(t)] + list(named_codes(ask, known_codes))
-        return {t: request.weights.idf(t) for t in terms}
-
-    def _self_referential(self, unit: Unit, raw: str) -> bool:
-        """Whether a unit is about its document ("This article is for...") or mostly link text ("see X")."""
-        if self.profile.self_reference.search(unit.display):
-            return True
-        linked = sum(len(m.group(1).split()) for m in self.profile.link.finditer(raw))
-        return linked > 0 and linked >= 0.5 * len(unit.display.split())
-
-    def regions(self, request: ComposeRequest) -> tuple[str, ...]:
-        """The requester's regions: named in the question, else inferred by the conversation stage, else their
-        region filter."""
-        inferred = tuple(getattr(request.condensed, "regions", ()) or ())
-        return region_hints(request.condensed.question, self.profile) or inferred or tuple(request.regions)
-
     # why: candidate units and their scores in one pass over the sources (each branch a unit kind)
     def candidates(self, request: ComposeRequest, units_by_source: dict[int, list[Unit]]) -> list[_Candidate]:
         """Every unit of every source with its lexical and rank scores, injection-looking text dropped.
@@ -146,9 +116,9 @@ class ExtractiveComposer(Composer):
         scored with its items, since together they are the statement. Fills units_by_source (all units of
         each source, short ones included) for the list expansion."""
         known_codes = frozenset().union(*(code_terms(s.chunk.text) for s in request.all_sources))
-        qw = self._query_weights(request, known_codes)
+        qw = query_weights(request, known_codes)
         total = sum(qw.values()) or 1.0
-        aw = self._ask_weights(request, known_codes)
+        aw = ask_weights(request, known_codes)
         ask_total = sum(aw.values()) or 1.0
         q_phrases = phrases(request.condensed.question)
         out: list[_Candidate] = []
@@ -156,7 +126,7 @@ class ExtractiveComposer(Composer):
         question = request.condensed.question
         # the requester's region (named in the question, else their region filter): a unit about other regions
         # only ("US: 45 days" for a user in Madrid) is never quoted to them
-        regions = self.regions(request)
+        regions = requester_regions(request, self.profile)
         doc_prior: dict[str, float] = {}
         for rank, src in enumerate(request.sources):
             doc_prior.setdefault(src.chunk.doc_id, 1.0 - rank / max(n, 1))
@@ -201,7 +171,9 @@ class ExtractiveComposer(Composer):
                 cand.kind_bonus = answer_type_bonus(question, unit.display)
                 if aw:
                     cand.ask = sum(v for t, v in aw.items() if t in terms) / ask_total
-                cand.self_ref = self._self_referential(unit, src.chunk.text[unit.start:unit.end])
+                cand.self_ref = self_referential(self.profile, unit.display, src.chunk.text[unit.start:unit.end])
+                cand.regional = bool(regions) and bool(self.profile.names_regions(
+                    f"{' '.join(src.chunk.section_path)} {unit.display}") & set(regions))
                 if q_phrases:  # word pairs of the question found in the unit or its section heading
                     cand.phrase = len(q_phrases & (phrases(unit.display) | head_phrases)) / len(q_phrases)
                 out.append(cand)
@@ -216,7 +188,8 @@ class ExtractiveComposer(Composer):
             c.score = (self.lex_weight * c.lex + self.sim_weight * max(c.source.similarity, 0.0)
                        + self.rank_weight * c.rank + self.type_weight * c.kind_bonus + self.phrase_weight * c.phrase
                        - self.novelty_weight * max(0.0, 1.0 - c.novelty / self.novelty_floor)
-                       + self.ask_weight * c.ask - self.self_ref_weight * c.self_ref)
+                       + self.ask_weight * c.ask - self.self_ref_weight * c.self_ref
+                       + self.region_weight * c.regional)
         ranked = sorted(cands, key=lambda c: -c.score)
         if self.embed is None or request.query_vector is None or not self.embed_units or not ranked:
             return ranked
@@ -399,12 +372,37 @@ class ExtractiveComposer(Composer):
                 steps = steps + self._after_steps(request, steps, units)
                 return steps + (self._deadline(request, cands, steps, main) if timing else [])
         chosen = self._greedy(request, ranked, cands, units)
+        if request.audience != "internal":
+            chosen = self._whole_list(request, chosen, cands, units)
         if chosen and not timing and asks_value(question):
             chosen = self._with_value(ranked, chosen)
         if timing and chosen:
             # the deadline of the document the answer is about (its first pick), not of a neighbour
             chosen += self._deadline(request, cands, chosen, chosen[0].source.chunk.doc_id)
         return chosen
+
+    def _whole_list(self, request: ComposeRequest, chosen: list[_Candidate], cands: list[_Candidate],
+                    units: dict[int, list[Unit]]) -> list[_Candidate]:
+        """For the public, a picked step brings its whole numbered list (a lone "5. Tell someone you trust" out of
+        "What to do right now" misleads), after the other picks that fit the word budget with it."""
+        step = next((c for c in chosen if c.unit.kind == "step" and c.unit.list_id is not None
+                     and not self.profile.section("next", " ".join(c.source.chunk.section_path))), None)
+        if step is None:
+            return chosen
+        steps = self._list_for(step, cands, ("step", "lead"), units)
+        if sum(1 for c in steps if c.unit.kind == "step") < 2:
+            return chosen
+        in_list = {(c.source.number, c.unit.position) for c in steps}
+        words = sum(len(c.unit.display.split()) for c in steps)
+        kept: list[_Candidate] = []
+        for c in chosen:
+            if (c.source.number, c.unit.position) in in_list:
+                continue
+            words += len(c.unit.display.split())
+            if words > self.budget(request.audience):
+                break
+            kept.append(c)
+        return kept + steps + self._after_steps(request, steps, units)
 
     def _with_value(self, ranked: list[_Candidate], chosen: list[_Candidate]) -> list[_Candidate]:
         """When the question asks for a value (an amount, a team, an age) and no chosen unit states one, the best
