@@ -4,8 +4,8 @@ Usage:
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit            # fit, print WEIGHTS + sweep
     uv run python benchmarks/answerability_fit.py --data-dir /tmp/pd_fit --current  # sweep the shipped weights
 
-Every case of the FIT halves of every suite in eval/suites/ (kb_agent, kb_public and kb_field, the realistic-
-phrasing suite; bot/evaluation/split.py) is asked through the real chain (kb/ ingested into --data-dir on first
+Every case of the FIT halves of every suite in eval/suites/ (kb_agent, kb_public and kb_typed, the realistic-
+phrasing suite written from kb/ alone; bot/evaluation/split.py) is asked through the real chain (kb/ ingested into --data-dir on first
 use) with refusal switched off, and the features of each answer are recorded; label = the case expects an answer. An L2-regularised logistic regression (plain numpy gradient descent on standardised
 features, so no extra dependency) is fitted on both fit halves together and printed in raw feature units, ready to
 paste into bot/answer/assess.py. Also printed: 5-fold cross-validated ROC AUC on the fit halves, ROC AUC on

@@ -24,7 +24,8 @@ for a terse question in the KB's own words and a chatty one full of typos:
 The evidence sentences are the extractive composer's selection (the offline default's answer; for the chat
 composer the same extractive selection is computed as a cheap probe before any model call), so the score keeps
 one meaning whichever composer writes the answer. The weights below were fitted by
-`benchmarks/answerability_fit.py` on the fit halves of the project's own eval suites (eval/suites/*.jsonl); the
+`benchmarks/answerability_fit.py` on the fit halves of the project's own eval suites (eval/suites/kb_agent,
+kb_public and kb_typed, the realistic-phrasing suite written from kb/ alone); the
 check halves, ../shared/eval-dev and the third-party corpora only measure the result. They are constants:
 nothing is trained or downloaded at run time. Apart from embedding the evidence sentences (done by the caller),
 computing the features costs well under a millisecond.
@@ -45,16 +46,16 @@ from bot.core.text import TermWeights, analyze
 # L2-regularised logistic regression, answerable = 1) and reported on the check halves and ../shared/eval-dev
 # (docs/quality.md). Re-run the script and paste its output here when the pipeline changes.
 WEIGHTS: dict[str, float] = {
-    "top_similarity": 6.713,
-    "chunk_coverage": 2.167,
-    "sentence_coverage": 1.102,
-    "sentence_similarity": 2.236,
-    "rank_agreement": 0.513,
-    "top_share": -0.120,
-    "specific_missing": -4.814,
-    "type_missing": -3.287,
+    "top_similarity": 7.821,
+    "chunk_coverage": 3.040,
+    "sentence_coverage": 0.484,
+    "sentence_similarity": 3.567,
+    "rank_agreement": -0.338,
+    "top_share": 1.350,
+    "specific_missing": -5.294,
+    "type_missing": -2.471,
 }
-INTERCEPT = -4.945
+INTERCEPT = -6.334
 EVIDENCE_EMBEDDED = 1  # evidence sentences embedded for sentence_similarity: each costs as much as the question
 
 # What kind of answer a question wants, and what a sentence that gives it contains. Generic English patterns:
