@@ -41,27 +41,7 @@ BIN = Path(sys.executable).parent
 console = Console(stderr=True)
 NEW_DOC_ID = "help-stardust-vouchers"
 NEW_QUESTION = "How long is a Stardust voucher valid?"
-NEW_DOC = f"""---
-id: {NEW_DOC_ID}
-title: "Stardust vouchers"
-type: help_article
-audience: public
-regions: [global]
-products: [coins]
-version: "1.0"
-effective_date: 2026-01-01
-owner: "Payments Operations"
-last_reviewed: 2026-10-01
-review_every_days: 365
-url: "https://help.loopline.example/articles/{NEW_DOC_ID}"
----
-# Stardust vouchers
-
-## How long a Stardust voucher is valid
-
-A Stardust voucher is valid for 45 days from the day it is issued. After 45 days the Stardust voucher expires
-and cannot be redeemed or exchanged.
-"""
+NEW_DOC = ROOT / "tests" / "fixtures" / "switch" / f"{NEW_DOC_ID}.md"  # the article tests/test_replicas.py adds
 
 
 def start_postgres(root: Path) -> tuple[str, list[str]]:
@@ -136,7 +116,7 @@ async def switch(bases: list[str], env: dict[str, str], kb: Path, data: Path, de
                  out: dict) -> None:
     """After `delay` s, add a document and ingest it; probe each replica until it answers from the document."""
     await asyncio.sleep(delay)
-    (kb / "help" / f"{NEW_DOC_ID}.md").write_text(NEW_DOC)
+    shutil.copy(NEW_DOC, kb / "help")
     started = time.time()
     proc = await asyncio.create_subprocess_exec(str(BIN / "policydesk"), "ingest", "--json", env=env, cwd=str(ROOT),
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)

@@ -78,31 +78,7 @@ def test_two_replicas_share_one_rate_limit_and_store_each_answer_once(tmp_path, 
     assert tuple(stored) == (allowed, allowed)
 
 
-NEW_DOC = """---
-id: help-stardust-vouchers
-title: "Stardust vouchers"
-type: help_article
-audience: public
-regions: [global]
-products: [coins]
-version: "1.0"
-effective_date: 2026-01-01
-owner: "Payments Operations"
-last_reviewed: 2026-10-01
-review_every_days: 365
-url: "https://help.loopline.example/articles/help-stardust-vouchers"
----
-# Stardust vouchers
-
-## How long a Stardust voucher is valid
-
-A Stardust voucher is valid for 45 days from the day it is issued. After 45 days the Stardust voucher expires
-and cannot be redeemed or exchanged.
-
-## Redeem a Stardust voucher
-
-Go to Wallet > Vouchers, tap the Stardust voucher and choose Redeem. The coins appear in your balance at once.
-"""
+NEW_DOC = ROOT / "tests" / "fixtures" / "switch" / "help-stardust-vouchers.md"  # a public article kb/ lacks
 NEW_QUESTION = "How long is a Stardust voucher valid?"
 LOAD_QUESTIONS = ["How do I turn on two-factor authentication?", "How do I delete my account?",
                   "How long do users have to request a refund?", NEW_QUESTION]
@@ -159,7 +135,7 @@ def test_replicas_switch_to_a_new_generation_under_load_without_restart(tmp_path
             t.start()
         try:
             time.sleep(3)
-            (kb / "help" / "help-stardust-vouchers.md").write_text(NEW_DOC)
+            shutil.copy(NEW_DOC, kb / "help")
             ingest(env, tmp_path / "ingest.log")  # while both replicas answer the load
             switched_at = len(results)
             deadline = time.monotonic() + 120
