@@ -151,3 +151,8 @@ def test_a_section_for_the_requesters_region_outranks_the_general_one():
     out = compose("i'm in france and there's a charge i did not make, do i get a refund?", [general, eu],
                   audience="public", profile=KB_PROFILE, max_units=1)
     assert out == ["We refund a charge you did not make by the end of the next business day after you tell us."]
+
+
+def test_a_question_about_a_limit_wants_a_number():
+    assert answer_type_bonus("creator asking what the min withdrawal is", "The minimum withdrawal is USD 50.") == 1.0
+    assert answer_type_bonus("creator asking what the min withdrawal is", "Withdrawals are paid monthly.") == 0.0

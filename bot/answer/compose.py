@@ -46,6 +46,9 @@ _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
      re.compile(r"`[a-z0-9]+(-[a-z0-9]+)+`|\bP[1-4]\b|\bteam\b|\bqueue\b|\brotation\b")),
     (re.compile(r"\bhow old\b|\bage\b|\bminimum age\b", re.IGNORECASE),
      re.compile(r"\b\d{1,2}\b[^.]{0,30}\b(old|older|younger|age)\b|\bunder \d{1,2}\b|\baged? \d{1,2}\b", re.IGNORECASE)),
+    # a limit ("the min withdrawal", "the most I can send") is a number, whatever it counts
+    (re.compile(r"\b(?:min|minimum|max|maximum|most|least|lowest|highest|limit|cap)\b", re.IGNORECASE),
+     re.compile(r"\d")),
     # a yes/no question opens a sentence or clause ("... veripass matched. can my TL waive the hold?")
     (re.compile(r"(?:^|[.?!;:,]\s+|\b(?:so|and|but|or)\s+)(can|could|may|is it|are we|do we|does|is there|am i|"
                 r"should)\b|\ballowed\b|\bpossible\b", re.IGNORECASE),
