@@ -17,12 +17,15 @@ from bot.core.models import Audience, Chunk, Filters
 from bot.ingest import served
 from bot.ingest.generations import collect_garbage, swap_pointer, write_generation
 from bot.ingest.index import KnowledgeIndex
+from bot.ingest.state import write_state
 
 
 def publish(data_dir: Path, text: str) -> str:
     """Write and switch to a one-document generation whose chunk says `text` (what an ingest elsewhere does)."""
     chunk = Chunk(f"c-{abs(hash(text))}", "doc", 0, text, ("Section",), 5, {"audience": "public", "title": "Doc"})
-    name = write_generation(data_dir, {"docs": {"doc": {"chunk_ids": [chunk.chunk_id], "meta": {}}}}, [chunk])
+    docs = {"doc": {"chunk_ids": [chunk.chunk_id], "meta": {"audience": "public", "title": "Doc"}}}
+    name = write_generation(data_dir, {"docs": docs}, [chunk],
+                            lambda folder: write_state(folder, [chunk], None, docs))  # saved state, as ingest does
     swap_pointer(data_dir, name)
     return name
 
@@ -50,7 +53,7 @@ def test_one_thread_loads_a_new_generation_while_the_others_keep_serving(index, 
     second = publish(index.data_dir, "refunds take ten days")
     loading, release = threading.Event(), threading.Event()
     loads: list[str] = []
-    real_load = index_module.load_generation_files
+    real_load = index_module.open_generation
 
     def slow_load(data_dir, name):  # the real loader, held until the test has looked from other threads
         loads.append(name)
@@ -58,7 +61,7 @@ def test_one_thread_loads_a_new_generation_while_the_others_keep_serving(index, 
         release.wait(30)
         return real_load(data_dir, name)
 
-    monkeypatch.setattr(index_module, "load_generation_files", slow_load)
+    monkeypatch.setattr(index_module, "open_generation", slow_load)
     seen: dict[str, str] = {}
     loader = threading.Thread(target=lambda: seen.setdefault("loader", index.generation().name))
     loader.start()
@@ -81,7 +84,7 @@ def test_a_generation_collected_while_loading_gives_way_to_the_newer_one(index, 
     publish(index.data_dir, "refunds take five days")
     assert index.generation() is not None
     publish(index.data_dir, "refunds take ten days")
-    real_load = index_module.load_generation_files
+    real_load = index_module.open_generation
     newest: list[str] = []
 
     def load_after_a_newer_ingest(data_dir, name):
@@ -90,8 +93,23 @@ def test_a_generation_collected_while_loading_gives_way_to_the_newer_one(index, 
             collect_garbage(data_dir, keep=newest[0])
         return real_load(data_dir, name)
 
-    monkeypatch.setattr(index_module, "load_generation_files", load_after_a_newer_ingest)
+    monkeypatch.setattr(index_module, "open_generation", load_after_a_newer_ingest)
     assert index.generation().name == newest[0]
+
+
+def test_a_request_on_a_generation_collected_after_the_switch_still_answers(index):
+    publish(index.data_dir, "refunds take five days")
+    assert index.generation() is not None
+    second = publish(index.data_dir, "refunds take ten days")
+    with index.pinned():
+        gen = index.generation()  # this replica switches to the second generation
+        assert gen.name == second
+        newest = publish(index.data_dir, "refunds take fifteen days")  # and a newer ingest collects it at once
+        collect_garbage(index.data_dir, keep=newest)
+        assert not (index.data_dir / "gen" / second).exists()
+        # everything the request still needs was loaded at the switch, not lazily from the collected folder
+        assert index.lexical_search("refunds days", _public(), 1)[0][0].text == "refunds take ten days"
+        assert gen.leak_facts().generation == second
 
 
 def test_an_unchanged_pointer_is_not_read_again(index, monkeypatch):

@@ -160,8 +160,9 @@ class KnowledgeIndex:
 
     def _load_generation(self, name: str, switching: bool) -> Generation:
         gen = open_generation(self.data_dir, name)
-        if switching:  # a switch while serving: load (or, for an older generation, build) BM25 before the
-            gen.lexical  # noqa: B018 - requests that follow, not in them
+        if switching:  # while serving: BM25 and the leak facts now, not in the requests that follow, and never
+            gen.lexical  # noqa: B018 - from a folder that a later ingest may already have collected
+            gen.leak_facts()
         return gen
 
     def require_generation(self) -> Generation:
