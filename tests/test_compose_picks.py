@@ -156,3 +156,14 @@ def test_a_section_for_the_requesters_region_outranks_the_general_one():
 def test_a_question_about_a_limit_wants_a_number():
     assert answer_type_bonus("creator asking what the min withdrawal is", "The minimum withdrawal is USD 50.") == 1.0
     assert answer_type_bonus("creator asking what the min withdrawal is", "Withdrawals are paid monthly.") == 0.0
+
+
+def test_one_duration_pattern_serves_retrieval_the_composer_and_the_assessment():
+    from bot.core.units import DURATION_RE, STATED_TIME_RE
+
+    for text in ("within one month", "5-10 business days", "two further months", "an hour", "twelve months",
+                 "by the end of the next business day"):
+        assert DURATION_RE.search(text) and STATED_TIME_RE.search(text), text
+    for text in ("immediately", "there is no time limit"):
+        assert STATED_TIME_RE.search(text) and not DURATION_RE.search(text), text
+    assert answer_type_bonus("how long does it take?", "It takes twelve months.") == 1.0

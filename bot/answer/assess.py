@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from bot.answer.condense import Condensed
 from bot.core.models import ScoredChunk
 from bot.core.text import TermWeights, analyze
+from bot.core.units import STATED_TIME_RE
 
 # Fitted by benchmarks/answerability_fit.py on the FIT halves of the eval suites (bot/evaluation/split.py;
 # L2-regularised logistic regression, answerable = 1) and reported on the check halves and ../shared/eval-dev
@@ -65,10 +66,7 @@ _NUMBER = r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve
 _ASKS_DURATION = re.compile(r"\bhow (long|quickly|fast|soon)\b|\bdeadline\b|\bhow much time\b|\btime limit\b|"
                             r"\bwhen\b|\bwithin\b|\bwindow\b|"
                             r"\bhow many (seconds|minutes|hours|days|weeks|months|years)\b", re.IGNORECASE)
-_GIVES_DURATION = re.compile(r"(\d+|\b(a|an|one|two|three|four|five|six|seven|ten|twelve|thirty))\s*-?\s*"
-                             r"(business |calendar |working )?(seconds?|minutes?|hours?|days?|weeks?|months?|years?)"
-                             r"\b|\bimmediately\b|\bstraight away\b|\bright away\b|\bsame day\b|\bno (time )?limit\b",
-                             re.IGNORECASE)
+_GIVES_DURATION = STATED_TIME_RE  # the one duration pattern (bot.core.units)
 _ASKS_AMOUNT = re.compile(r"\bhow much\b|\bcosts?\b|\bfees?\b|\bprices?\b|\bpercent(age)?\b|\bthreshold\b|"
                           r"\b(exchange )?rate\b|\bamount\b|\bcommission\b",
                           re.IGNORECASE)

@@ -27,7 +27,7 @@ from bot.answer.condense import Condensed
 from bot.core.models import Chunk
 from bot.core.profile import KBProfile
 from bot.core.text import TermWeights, analyze
-from bot.core.units import named_codes
+from bot.core.units import STATED_TIME_RE, named_codes
 from bot.search.intent import is_procedural, region_hints
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ TokenSink = Callable[[str], None]
 _ANSWER_TYPES: list[tuple[re.Pattern, re.Pattern]] = [
     (re.compile(r"\bhow (long|quickly|fast|soon)\b|\bdeadline\b|\bwhen\b|\bwithin\b|\bhow much time\b|"
                 r"\bwindow\b|\bhow many (days|hours|weeks)\b|\bsla\b|\btime limit\b", re.IGNORECASE),
-     re.compile(r"\b\d+\s*-?\s*(business |calendar |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b|"
-                r"\b(one|two|three) (days?|hours?|weeks?|months?)\b|\bimmediately\b|\bstraight away\b", re.IGNORECASE)),
+     STATED_TIME_RE),
     (re.compile(r"\bhow much\b|\bcost\b|\bfees?\b|\bprice\b|\bthreshold\b|\bamount\b|\brate\b", re.IGNORECASE),
      re.compile(r"(USD|EUR|GBP|\$|€|£)\s?\d|\d\s?(USD|EUR|GBP|%|percent)|\bfree\b|\bno (fee|charge)\b", re.IGNORECASE)),
     (re.compile(r"\bwho\b|\bwhich (team|queue)\b|\bpriority\b|\bescalat|\broute\b|\bpage\b|\bqueue\b", re.IGNORECASE),

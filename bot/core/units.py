@@ -38,11 +38,16 @@ _BOUNDARY_RE = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[A-Z0-9\"'“‘(\[]|v\d
 # what a unit states about time: a duration or deadline ("within one month", "end of the following business
 # day"), deadline words, and headings that name a deadline section; read by retrieval (which chunk states the
 # deadline) and the extractive composer (which unit does)
-DURATION_RE = re.compile(
-    r"\b(\d+|one|two|three|four|five|six|seven|ten|fourteen|thirty)\s*-?\s*(further |more )?"
-    r"(business |calendar |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b"
-    r"|\bend of the (following|next) (business |working )?day\b",
-    re.IGNORECASE)
+# The one duration pattern (issue 10: retrieval, the composer and the assessment each had their own, with
+# different number words): "14 days", "5-10 business days", "one month", "two further months", "an hour".
+_DURATION = (r"(?:\d+|\b(?:an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fourteen|fifteen|"
+             r"twenty|thirty|forty|sixty|ninety))\s*-?\s*(?:further |more )?(?:business |calendar |working )?"
+             r"(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b"
+             r"|\bend of the (?:following|next) (?:business |working )?day\b")
+DURATION_RE = re.compile(_DURATION, re.IGNORECASE)
+# a sentence that answers "how long / by when": a duration, or no wait or no limit at all
+STATED_TIME_RE = re.compile(_DURATION + r"|\bimmediately\b|\bstraight away\b|\bright away\b|\bsame day\b|"
+                            r"\bno (?:time )?limit\b", re.IGNORECASE)
 DEADLINE_WORDS_RE = re.compile(r"\b(deadline|due|within|no later than|respond|extend(ed)?|extension|sla)\b",
                                re.IGNORECASE)
 DEADLINE_HEAD_RE = DEFAULT_PROFILE.sections["deadline"]  # the default; a KB profile may say otherwise
