@@ -24,10 +24,10 @@ def chunk(doc_id: str, text: str, section: str = "", title: str = "", n: int = 0
 
 
 def compose(question: str, chunks: list[Chunk], audience: str = "internal", profile=DEFAULT_PROFILE,
-            regions: tuple[str, ...] = (), **kw) -> list[str]:
+            regions: tuple[str, ...] = (), history: list[dict] | None = None, **kw) -> list[str]:
     """The shown sentences of the extractive answer over chunks ranked as given (idf from these chunks)."""
     df = Counter(t for c in chunks for t in set(analyze(c.embed_text)))
-    cond = DeterministicCondenser().run(question, [])
+    cond = DeterministicCondenser(region_words=profile.place_words).run(question, history or [])
     sources = [Source(i + 1, c, 0.5, 0.5) for i, c in enumerate(chunks)]
     request = ComposeRequest(question, cond, sources, audience, weights=TermWeights(dict(df), len(chunks) + 5),
                              regions=regions)
@@ -167,3 +167,13 @@ def test_one_duration_pattern_serves_retrieval_the_composer_and_the_assessment()
     for text in ("immediately", "there is no time limit"):
         assert STATED_TIME_RE.search(text) and not DURATION_RE.search(text), text
     assert answer_type_bonus("how long does it take?", "It takes twelve months.") == 1.0
+
+
+def test_a_follow_up_keeps_the_region_its_conversation_named():
+    table = chunk("sop-returns", "| Region | Window |\n|---|---|\n| EU | Returns within 14 days of delivery, "
+                  "then decline. |\n| US | Buyers may send items back up to 30 days after delivery. |",
+                  "Return windows", "Returns")
+    history = [{"role": "user", "text": "buyer in vienna wants to return a pair of shoes"},
+               {"role": "assistant", "text": "Returns are accepted within the window."}]
+    out = compose("and if it has been 16 days since delivery?", [table], profile=KB_PROFILE, history=history)
+    assert out == ["EU: Returns within 14 days of delivery, then decline."]

@@ -215,10 +215,10 @@ def self_referential(profile: KBProfile, display: str, raw: str) -> bool:
 
 
 def requester_regions(request: ComposeRequest, profile: KBProfile) -> tuple[str, ...]:
-    """The requester's regions: named in the question, else inferred by the conversation stage, else their
-    region filter."""
-    inferred = tuple(getattr(request.condensed, "regions", ()) or ())
-    return region_hints(request.condensed.question, profile) or inferred or tuple(request.regions)
+    """The requester's regions: named in the question, else in the conversation it continues (the condensed
+    question carries "a buyer in Vienna" into "what if it's been 16 days?"), else their region filter."""
+    return (region_hints(request.condensed.question, profile) or region_hints(request.condensed.standalone, profile)
+            or tuple(request.regions))
 
 
 def is_howto(question: str) -> bool:
