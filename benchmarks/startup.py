@@ -172,7 +172,7 @@ def main() -> None:
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     rows.append(row)
     args.json.write_text(json.dumps(rows, indent=1))
-    Console().print(table(rows))
+    Console(width=250).print(table(rows))
 
 
 if __name__ == "__main__":
