@@ -96,7 +96,7 @@ def test_coverage_features_weigh_rare_question_terms_most():
 def test_score_rises_with_evidence_and_falls_when_the_asked_kind_is_missing():
     def f(sim: float, cov: float, **kw) -> assess.Features:
         return assess.Features(top_similarity=sim, chunk_coverage=cov, sentence_coverage=cov,
-                               sentence_similarity=sim, rank_agreement=1.0, top_share=0.5, **kw)
+                               rank_agreement=1.0, top_share=0.5, **kw)
 
     assert assess.score(f(0.75, 0.9)) > 0.9 and assess.score(f(0.2, 0.1)) < 0.1
     assert assess.score(f(0.55, 0.6, type_missing=1.0)) < assess.score(f(0.55, 0.6))

@@ -267,7 +267,6 @@ class AnswerService:
         turn.answerability = assess.features(
             turn.condensed, [s.similarity for s in r.sources], [s.chunk.embed_text for s in r.sources],
             [x.text for x in evidence.sentences], self.weights(), scored=r.scored,
-            sentence_similarity=self._sentence_similarity(evidence, r.query_vector),
             places=self.profile.place_words(turn.condensed.question))
         r.confidence = assess.score(turn.answerability)
         if r.confidence < self._floor(turn):
@@ -293,14 +292,6 @@ class AnswerService:
                 turn.fallback_reason = str(exc)[:500]
         self._timed(turn, "compose", t)
         return turn
-
-    def _sentence_similarity(self, evidence: Draft, qvec: np.ndarray | None) -> float:
-        """Best cosine of the question and one of the first evidence sentences (assess.EVIDENCE_EMBEDDED of them:
-        each costs a few ms to embed, and the composer puts its best picks first)."""
-        texts = [x.text for x in evidence.sentences[:assess.EVIDENCE_EMBEDDED] if x.text.strip()]
-        if not texts or qvec is None:
-            return 0.0
-        return float(np.max(self.embedder.embed_array(texts) @ qvec))
 
     def _similarities(self, chunk_ids: list[str], qvec: np.ndarray) -> dict[str, float]:
         """Cosine of the question (without the history blend) and each chunk, from the stored vectors.
