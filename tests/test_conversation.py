@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from bot.answer.condense import DeterministicCondenser, decide_turn
+from bot.answer.condense import DeterministicCondenser, decide_turn, strip_opener
 from bot.answer.service import AnswerService
-from bot.core.models import Audience, Filters
+from bot.core.models import Audience, Chunk, Filters
 from bot.core.profile import KBProfile
 from bot.core.text import TermWeights
+from bot.search.ranking import prefer_regional_variants
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 HACKED = [{"role": "user", "text": "hacked acct, attacker changed the phone number 2 weeks ago, user no longer has "
@@ -65,7 +66,7 @@ def test_turn_decision_signals():
 
 
 def test_condenser_drops_replaced_places_only():
-    cond = DeterministicCondenser(region_words=KBProfile().place_words)  # the gazetteer needs no profile
+    cond = DeterministicCondenser(profile=KBProfile())  # the gazetteer needs no profile file
     weights = TermWeights({"copy": 3, "data": 3, "deadline": 2, "berlin": 1}, 50)
     out = cond.run("and in the US?", DSAR, weights)
     assert "berlin" not in [t.lower() for t in out.carried_terms] and "data" in out.carried_terms
@@ -80,3 +81,57 @@ def test_a_follow_up_naming_its_topic_carries_no_words():
                                        [{"role": "user", "text": prior[0]}], weights)
     assert out.decision == "follow-up" and out.signals[0].startswith("shares terms")
     assert out.carried_terms == () and out.retrieval_query == out.question  # the history still steers the search
+
+
+def test_an_opener_that_names_no_topic_is_left_out_of_the_question():
+    weights = TermWeights({"creator": 5, "withdraw": 3, "minimum": 4, "ticket": 9, "coin": 2, "refund": 3,
+                           "card": 4}, 50)
+    docs = {"different ticket": ["tickets", "sla"], "coin refunds": ["coins", "refunds"]}
+    search = lambda text: docs.get(text, ["payouts"] if "withdraw" in text else ["coins", "refunds"])
+    rest, opener = strip_opener("thx. different ticket - creator asks about the minimum withdrawal", weights,
+                                search)
+    assert rest == "creator asks about the minimum withdrawal" and opener == "thx. different ticket -"
+    # a leading segment whose words find the rest's documents is the topic, not an opener
+    same = "coin refunds - how long until the money shows up on the card"
+    assert strip_opener(same, weights, search) == (same, "")
+    # without a search only a segment of no KB word is an opener; a short rest is no question of its own
+    assert strip_opener("switching gears: creator asks about the minimum withdrawal", weights)[1] == "switching gears:"
+    assert strip_opener("new q: how long?", weights)[1] == ""
+
+
+def test_a_new_question_after_an_opener_is_answered_as_if_asked_alone(service):
+    question = "creator wants to know the minimum amount she can withdraw"
+    alone = service.ask(question, [], INTERNAL)
+    after = service.ask(f"different ticket - {question}", DSAR, INTERNAL)
+    assert after.turn_decision.startswith("new")
+    assert (after.text, after.confidence, after.outcome) == (alone.text, alone.confidence, alone.outcome)
+    assert after.retrieved_doc_ids == alone.retrieved_doc_ids
+
+
+def _chunk(doc: str, title: str, regions: str, kind: str = "sop") -> Chunk:
+    return Chunk(f"{doc}#0", doc, 0, title, (), 10, {"title": title, "regions": regions, "type": kind})
+
+
+def test_the_requesters_regional_variant_wins_the_tie_break():
+    fused = [(_chunk("returns-row", "Shop returns outside the EU, UK and US", "ROW"), 1.0, [1]),
+             (_chunk("returns-help", "Return a shop order", "global", "help_article"), 0.9, [2]),
+             (_chunk("returns-eu", "Shop returns in the EU and UK", "EU,UK"), 0.8, [3]),
+             (_chunk("payouts-us", "Creator payouts in the US", "US"), 0.7, [4])]
+    order = [c.doc_id for c, _, _ in prefer_regional_variants(fused, ("EU",))]
+    assert order == ["returns-eu", "returns-row", "returns-help", "payouts-us"]
+    # no variant of another procedure is moved: the US question's payouts SOP shares no title word with returns
+    assert [c.doc_id for c, _, _ in prefer_regional_variants(fused, ("US",))] == [c.doc_id for c, _, _ in fused]
+    assert prefer_regional_variants(fused, ()) == fused
+
+
+def test_a_city_steers_to_its_regional_sop_and_a_follow_up_keeps_the_region(service):
+    first = "buyer in madrid changed her mind about a jacket, how long does she have to send it back?"
+    answer = service.ask(first, [], INTERNAL)
+    sops = [d for d in answer.retrieved_doc_ids if d.startswith("sop-shop-returns")]
+    assert sops[0] == "sop-shop-returns-eu-uk"
+    history = [{"role": "user", "text": first}, {"role": "assistant", "text": "14 days from delivery."}]
+    turn = service.chain.invoke(service._start("what if it has been 16 days since delivery?", history, INTERNAL,
+                                               None))
+    assert turn.condensed.decision == "follow-up" and turn.condensed.regions == ("EU",)
+    sops = [s.chunk.doc_id for s in turn.retrieved.sources if s.chunk.doc_id.startswith("sop-shop-returns")]
+    assert sops[0] == "sop-shop-returns-eu-uk"

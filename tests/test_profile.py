@@ -20,8 +20,19 @@ def test_places_come_from_the_gazetteer_and_regions_from_the_profile():
     assert KB.region_hints("buyer in Denver and a parent in texas") == ("US",)
     assert KB.region_hints("a creator in Lagos, Nigeria") == ("ROW",)  # no list names it: the default region
     assert KB.region_hints("a French PSD2 case") == ("EU",)  # a demonym from the profile's aliases
-    assert KB.region_hints("can you tell us more") == ()  # "us" only counts in capitals
+    assert KB.region_hints("can you tell us more") == ()  # "us" the pronoun is no place
     assert KB.place_words("and what if they are in the United States?") == {"united", "states"}
+
+
+def test_lower_case_region_words_count_where_a_country_stands():
+    assert KB.region_hints("uk cust lost her wallet") == ("UK",)  # "uk" and "eu" are no English words
+    assert KB.region_hints("eu buyer returning a dress") == ("EU",)
+    assert KB.region_hints("and if he was in the us?") == ("US",)  # after "the"
+    assert KB.region_hints("us cust wants a refund") == ("US",)  # opening the message
+    assert KB.region_hints("is she a us customer") == ("US",)  # after "a"
+    for pronoun in ("email us the receipt", "let us know", "they told us it was fine"):
+        assert KB.region_hints(pronoun) == (), pronoun
+    assert KB.region_hints("acct in são paulo asked for a copy") == ("ROW",)  # letters of any script
 
 
 def test_a_kb_without_a_profile_gets_defaults_that_assume_nothing(tmp_path):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn as stdnum_luhn
@@ -283,5 +284,63 @@ def asks_for_person(text: str) -> bool:
 
 
 def crisis_signal(text: str) -> bool:
-    """Whether a message says someone may be at risk of harming themselves or is in immediate danger."""
+    """Whether a message says someone may be at risk of harming themselves or is in immediate danger (the
+    phrase check; CrisisDetector adds the semantic one)."""
     return bool(_CRISIS_RE.search(text or ""))
+
+
+# What the KB's crisis SOP says makes a case (sop-self-harm-imminent-danger, "When this applies": a user telling us
+# they want to die, a goodbye post, a stated plan, access to means, a timeframe such as "tonight" or "after this
+# stream", an attempt in progress, action already taken), said the way a person or a reporter says it. A clause
+# close in meaning to one of them is a crisis whatever its words ("gonna end it after this stream").
+CRISIS_DESCRIPTIONS = (
+    "I want to die",
+    "they want to kill themselves",
+    "this is goodbye, I won't be here tomorrow",
+    "she has a plan to end her life tonight",
+    "he has pills or a weapon to hurt himself with",
+    "he is going to hurt himself after this stream",
+    "someone is attempting suicide right now",
+    "they have already taken an overdose",
+)
+# Cosine (MiniLM) at or above which a clause reads as one of the descriptions. Fitted by benchmarks/crisis_fit.py
+# on the fit halves of kb_agent, kb_public and kb_typed: the lowest value above every case whose gold documents
+# are not crisis documents (a false crisis is never refused and searches with the crisis vocabulary), then
+# reported on the check halves and ../shared/eval-dev (docs/quality.md).
+CRISIS_SIMILARITY = 0.51
+_CLAUSE_RE = re.compile(r"[.;!?\n]+|,\s+|\s+[-–—]\s+")
+
+
+def clauses(text: str) -> list[str]:
+    """The clauses of a message of three words or more (a long message dilutes one alarming clause)."""
+    parts = [p.strip() for p in _CLAUSE_RE.split(text or "") if len(p.split()) >= 3]
+    return parts or ([text.strip()] if text and text.strip() else [])
+
+
+class CrisisDetector:
+    """Whether a turn, or the recent user turns it follows up, says someone may be at risk: the phrase check,
+    backed by embedding similarity of each clause to CRISIS_DESCRIPTIONS (paraphrases the phrases miss)."""
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], threshold: float = CRISIS_SIMILARITY,
+                 descriptions: Sequence[str] = CRISIS_DESCRIPTIONS):
+        self._embed = embed
+        self.threshold = threshold
+        self._descriptions = tuple(descriptions)
+        self._vectors: np.ndarray | None = None
+
+    def similarity(self, texts: Sequence[str]) -> float:
+        """The highest cosine of any clause of texts to a crisis description (0 for no text)."""
+        parts = [c for t in texts for c in clauses(t)]
+        if not parts or not self._descriptions:
+            return 0.0
+        if self._vectors is None:
+            self._vectors = np.asarray(self._embed(list(self._descriptions)), dtype=np.float32)
+        vectors = np.asarray(self._embed(parts), dtype=np.float32)
+        return float((vectors @ self._vectors.T).max())
+
+    def check(self, question: str, history: Sequence[dict[str, str]] = (), turns: int = 2) -> bool:
+        """True when the question or one of the last `turns` user turns of history is a crisis (pass the history
+        only for a follow-up: a new question is read alone)."""
+        recent = [t.get("text") or t.get("content") or "" for t in history if t.get("role") in USER_ROLES]
+        texts = [question, *recent[-turns:]] if turns else [question]
+        return any(crisis_signal(t) for t in texts) or self.similarity(texts) >= self.threshold

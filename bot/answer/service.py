@@ -37,7 +37,7 @@ from bot.answer.compose import Composer, ComposeRequest, Draft, Source
 from bot.answer.condense import ChatCondenser, Condensed, DeterministicCondenser, describe_decision
 from bot.answer.escalation import QueueInfo, find_escalation, queue_table
 from bot.answer.extractive import ExtractiveComposer
-from bot.answer.safety import CRISIS_QUERY, asks_for_person, crisis_signal, redact_pii, validate_question
+from bot.answer.safety import CRISIS_QUERY, CrisisDetector, asks_for_person, redact_pii, validate_question
 from bot.answer.verify import CitationVerifier, Verified
 from bot.core.audience import LeakGuard, blocked_answer, visible_to
 from bot.core.config import Settings
@@ -126,8 +126,9 @@ class AnswerService:
         self.searcher = HybridSearcher.from_settings(self.index, settings)
         self.guard = LeakGuard(self.index)  # every public answer passes it, whichever surface asked
         self.profile = settings.profile
-        self.condenser = DeterministicCondenser(region_words=self.profile.place_words)
+        self.condenser = DeterministicCondenser(profile=self.profile)
         self.verifier = CitationVerifier()
+        self.crisis = CrisisDetector(self.embedder.embed_array)
         self.composers: dict[str, Composer] = {
             "extractive": ExtractiveComposer(self.embedder.embed_array, profile=settings.profile,
                                              max_units=settings.answer_max_sentences,
@@ -207,18 +208,14 @@ class AnswerService:
         if turn.composer == "chat" and turn.history:
             chat = self.composer("chat")
             condenser = ChatCondenser(lambda msgs: _invoke_text(chat, msgs), self.condenser)
-        turn.condensed = condenser.run(turn.question, turn.history, self.weights(),
-                                       search_docs=lambda text: self._top_documents(text, turn.filters))
-        if crisis_signal(turn.question):
+        k = self.settings.top_k
+        c = turn.condensed = condenser.run(turn.question, turn.history, self.weights(),
+                                           search=lambda text: self.searcher.search(text, turn.filters, k=k))
+        if self.crisis.check(turn.question, turn.history if c.decision == "follow-up" else []):  # a follow-up too
             turn.crisis = True
-            turn.condensed = replace(turn.condensed,
-                                     retrieval_query=f"{turn.condensed.retrieval_query} {CRISIS_QUERY}")
+            turn.condensed = replace(c, retrieval_query=f"{c.retrieval_query} {CRISIS_QUERY}")
         self._timed(turn, "condense", t)
         return turn
-
-    def _top_documents(self, text: str, filters: Filters) -> list[str]:
-        """Documents of the top chunks a search for text alone returns (the condenser's topic signal)."""
-        return [s.chunk.doc_id for s in self.searcher.search(text, filters, k=self.settings.top_k)]
 
     @staticmethod
     def _context(turn: Turn) -> list[dict[str, str]]:
@@ -231,7 +228,8 @@ class AnswerService:
         # earlier user turns also steer the search (the retriever blends them in), measured to help on
         # doc2dial/mtrag follow-ups together with the carried topic terms (docs/answers.md: answer chain figures)
         history = self._context(turn) if self.history_blend else None
-        scored = self.searcher.search(query, turn.filters, k=self.settings.top_k, history=history)
+        scored = self.searcher.search(query, turn.filters, k=self.settings.top_k, history=history,
+                                      regions=turn.condensed.regions)
         qvec = self.embedder.embed_array([query])[0]  # memoised: the searcher just computed it
         sims = self._similarities([s.chunk.chunk_id for s in scored], qvec)
         sources = [Source(i + 1, s.chunk, s.score, sims.get(s.chunk.chunk_id, s.dense_similarity or 0.0))
@@ -260,7 +258,7 @@ class AnswerService:
             question = f"{question} {CRISIS_QUERY}"
         request = ComposeRequest(question, turn.condensed, r.sources,
                                  turn.filters.audience.value, self._context(turn), self.weights(), r.query_vector,
-                                 companions=r.companions, regions=turn.filters.regions)
+                                 companions=r.companions, regions=turn.filters.regions or turn.condensed.regions)
         # The extractive selection is the evidence the answerability score weighs, whichever composer answers:
         # about 1-2 ms, and for the chat composer it decides before any model call is paid for.
         evidence = self.composer("extractive").run(request)

@@ -64,7 +64,9 @@ class KBProfile:
     default_region: str = ""
     us_states_region: str = ""
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))  # word -> ISO alpha-2
-    case_sensitive: frozenset[str] = frozenset({"us", "uk", "eu", "eea"})  # only count when written in capitals
+    # words that are also ordinary English: written in lower case they count only where a country would stand
+    # ("in the us", "a us buyer", "us cust ..." opening the text), never as the pronoun ("email us", "tell us")
+    case_sensitive: frozenset[str] = frozenset({"us"})
     sections: dict[str, re.Pattern] = field(default_factory=lambda: {
         k: re.compile(v, re.IGNORECASE) for k, v in DEFAULT_SECTIONS.items()})
     priority: re.Pattern | None = None
@@ -90,7 +92,7 @@ class KBProfile:
     def places(self, text: str) -> list[tuple[str, str]]:
         """(words as written, ISO alpha-2) of every country, US state or city text names, in order."""
         names = gazetteer(self.city_min_population)
-        words = list(re.finditer(r"[A-Za-z][A-Za-z.'-]*[A-Za-z]|[A-Za-z]", text))
+        words = list(_PLACE_WORD_RE.finditer(text))
         out: list[tuple[str, str]] = []
         i = 0
         while i < len(words):
@@ -100,7 +102,8 @@ class KBProfile:
                 phrase = " ".join(w.group(0) for w in words[i:i + n])
                 low = phrase.lower()
                 if low in self.case_sensitive:  # "US" the country, "us" the pronoun
-                    code = self.aliases.get(low) if phrase.isupper() else None
+                    code = self.aliases.get(low) if phrase.isupper() or _stands_as_place(text, words, i) \
+                        else None
                 else:
                     code = self.aliases.get(low) or names.get(low)
                 if code:
@@ -132,6 +135,21 @@ class KBProfile:
     def names_regions(self, text: str) -> set[str]:
         """Region codes a document's text names explicitly ("for US and ROW users")."""
         return {r for r, rx in self.region_names.items() if rx.search(text)}
+
+
+# letters of any script ("São Paulo", "Zürich"), with inner dots, apostrophes and hyphens
+_PLACE_WORD_RE = re.compile(r"[^\W\d_](?:[\w.'-]*[^\W\d_])?")
+_DETERMINERS = frozenset({"the", "a", "an"})
+
+
+def _stands_as_place(text: str, words: list[re.Match], i: int) -> bool:
+    """Whether the lower-case word at words[i] stands where a country name would: after "the"/"a"/"an"
+    ("in the us", "a us buyer"), or opening the text or a clause with a word after it ("us cust wants ...")."""
+    if i > 0 and words[i - 1].group(0).lower() in _DETERMINERS:
+        return True
+    before = text[:words[i].start()].rstrip()
+    opens = not before or before[-1] in ".!?;:(-\n"
+    return opens and i + 1 < len(words)
 
 
 @lru_cache(maxsize=4)

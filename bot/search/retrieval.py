@@ -14,8 +14,10 @@ docs/benchmarks.md have the figures):
    of the same document matches, links to it from other top chunks whose link text has the question's words
    (link text itself is left out of BM25: Chunk.lexical_text), and two hints read from the question (bot.answer.condense.question_intent): for an
    agent's procedural question ("what do I do", "how do I handle") a prior for SOPs, the agent's authoritative
-   procedure; and the regions of the countries it names ("a user in Germany" -> EU) favour documents for those
-   regions. Hints only re-rank: they never hide a chunk the filters allow.
+   procedure; and the regions of the places it names ("a user in Germany" -> EU, or the condensed question's
+   regions) favour documents for those regions, and among regional variants of one procedure the requester's
+   region's variant ranks first (bot/search/ranking.py). Hints only re-rank: they never hide a chunk the filters
+   allow.
 5. Chunks whose text nearly repeats a better-ranked chunk of another document (the same paragraph copied into
    several articles) move behind the distinct ones, so the top k are not several copies of one passage.
 `companions` then offers the answer stage the main document's numbered steps and deadline passages when a
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +46,7 @@ from bot.core.text import analyze
 from bot.core.units import DEADLINE_WORDS_RE, DURATION_RE
 from bot.ingest.index import KnowledgeIndex, matches
 from bot.search.intent import QuestionIntent, question_intent
+from bot.search.ranking import prefer_regional_variants
 
 # History handling. Measured on doc2dial (follow-ups that stay on one page) and mtrag (conversations that drift
 # between passages); the values sit inside a plateau where neighbours score within a question or two.
@@ -256,8 +259,10 @@ class HybridSearcher:
     # ---- search ----------------------------------------------------------------------------------------
     # why: dense + BM25 + fusion + filters for one query in the order they apply
     def search(self, query: str, filters: Filters, k: int = 6,
-               history: Sequence[dict[str, str]] | None = None) -> list[ScoredChunk]:
-        """Top-k chunks for query under filters; history (earlier turns) steers follow-up questions.
+               history: Sequence[dict[str, str]] | None = None,
+               regions: Sequence[str] = ()) -> list[ScoredChunk]:
+        """Top-k chunks for query under filters; history (earlier turns) steers follow-up questions; regions (the
+        condensed question's inferred KB regions) replace the regions the query text names, when given.
 
         dense_similarity is the cosine between the question itself (not the history blend) and the chunk, when
         the chunk came back from the question's own dense search."""
@@ -285,8 +290,12 @@ class HybridSearcher:
         # conversation that drifts between topics they pull the earlier topic's documents up (measured on mtrag:
         # R@5 0.961 -> 0.937 at full weight, 0.953 fading with the history's weight, 0.961 off)
         alone = conv is None or conv.weight < HISTORY_SMALL_TALK
-        fused = self._rerank_documents(dict.fromkeys(analyze(query), 1.0), fused, filters, question_intent(query, self.profile),
+        intent = question_intent(query, self.profile)
+        if regions:
+            intent = replace(intent, regions=tuple(regions))
+        fused = self._rerank_documents(dict.fromkeys(analyze(query), 1.0), fused, filters, intent,
                                        document_evidence=1.0 if alone else 0.0)
+        fused = prefer_regional_variants(fused, intent.regions)
         fused = self._demote_near_duplicates(fused, k)
         sims = {c.chunk_id: s for c, s in lists[0]}
         top = fused[:k]
