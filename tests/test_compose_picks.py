@@ -177,3 +177,9 @@ def test_a_follow_up_keeps_the_region_its_conversation_named():
                {"role": "assistant", "text": "Returns are accepted within the window."}]
     out = compose("and if it has been 16 days since delivery?", [table], profile=KB_PROFILE, history=history)
     assert out == ["EU: Returns within 14 days of delivery, then decline."]
+
+
+def test_an_abbreviation_after_an_opening_bracket_does_not_end_the_sentence():
+    units = split_units("Erase data collected from a child (Art. 8(1) GDPR) on request. Then tell the user.")
+    assert [u.display for u in units] == ["Erase data collected from a child (Art. 8(1) GDPR) on request.",
+                                          "Then tell the user."]

@@ -120,7 +120,7 @@ def _sentences(text: str, offset: int) -> list[tuple[int, int]]:
         start = 0
         for m in _BOUNDARY_RE.finditer(part):
             before = part[start:m.start()].split()
-            last_word = before[-1].lower().rstrip(".") if before else ""
+            last_word = before[-1].lower().rstrip(".").lstrip("([\"'") if before else ""
             if last_word in _ABBREV or (len(last_word) == 1 and last_word.isalpha()):
                 continue
             end = m.start(1)
