@@ -27,7 +27,7 @@ def compose(question: str, chunks: list[Chunk], audience: str = "internal", prof
             regions: tuple[str, ...] = (), history: list[dict] | None = None, **kw) -> list[str]:
     """The shown sentences of the extractive answer over chunks ranked as given (idf from these chunks)."""
     df = Counter(t for c in chunks for t in set(analyze(c.embed_text)))
-    cond = DeterministicCondenser(region_words=profile.place_words).run(question, history or [])
+    cond = DeterministicCondenser(profile=profile).run(question, history or [])
     sources = [Source(i + 1, c, 0.5, 0.5) for i, c in enumerate(chunks)]
     request = ComposeRequest(question, cond, sources, audience, weights=TermWeights(dict(df), len(chunks) + 5),
                              regions=regions)

@@ -215,10 +215,11 @@ def self_referential(profile: KBProfile, display: str, raw: str) -> bool:
 
 
 def requester_regions(request: ComposeRequest, profile: KBProfile) -> tuple[str, ...]:
-    """The requester's regions: named in the question, else in the conversation it continues (the condensed
-    question carries "a buyer in Vienna" into "what if it's been 16 days?"), else their region filter."""
-    return (region_hints(request.condensed.question, profile) or region_hints(request.condensed.standalone, profile)
-            or tuple(request.regions))
+    """The requester's regions: the conversation stage's (the places the question names, else the region of the
+    conversation it continues: "a buyer in Vienna" then "what if it's been 16 days?"), else the places the
+    question or its condensed form names, else their region filter."""
+    return (tuple(request.condensed.regions) or region_hints(request.condensed.question, profile)
+            or region_hints(request.condensed.standalone, profile) or tuple(request.regions))
 
 
 def is_howto(question: str) -> bool:
