@@ -11,6 +11,7 @@ from bot.core.models import Audience, Chunk, Filters
 from bot.core.profile import KBProfile
 from bot.core.text import TermWeights
 from bot.search.ranking import prefer_regional_variants
+from bot.search.retrieval import HybridSearcher
 
 INTERNAL = Filters(audience=Audience.INTERNAL)
 HACKED = [{"role": "user", "text": "hacked acct, attacker changed the phone number 2 weeks ago, user no longer has "
@@ -135,3 +136,15 @@ def test_a_city_steers_to_its_regional_sop_and_a_follow_up_keeps_the_region(serv
     assert turn.condensed.decision == "follow-up" and turn.condensed.regions == ("EU",)
     sops = [s.chunk.doc_id for s in turn.retrieved.sources if s.chunk.doc_id.startswith("sop-shop-returns")]
     assert sops[0] == "sop-shop-returns-eu-uk"
+
+
+def test_a_paraphrase_with_a_polysemous_word_reaches_the_data_access_sop(service):
+    # "everything we hold on her" shares "hold" with the payout-hold and security-hold SOPs; BM25 alone follows
+    # the word, the adaptive split lets the dense list decide when the best BM25 chunk holds little of the question
+    question = "she wants everything we hold on her, what's our deadline"
+    access = {"macro-dsr-extension-notice", "sop-gdpr-access-request", "help-data-rights-eu-uk",
+              "help-download-your-data", "macro-dsar-acknowledgement", "help-privacy-rights"}
+    top = [s.chunk.doc_id for s in service.searcher.search(question, INTERNAL, k=6)]
+    assert service.settings.adaptive_fusion and top[0] in access and "hold" not in top[0]
+    fixed = HybridSearcher.from_settings(service.index, service.settings.model_copy(update={"adaptive_fusion": False}))
+    assert fixed.search(question, INTERNAL, k=6)[0].chunk.doc_id == "sop-payout-hold-review"

@@ -328,19 +328,22 @@ class CrisisDetector:
         self._descriptions = tuple(descriptions)
         self._vectors: np.ndarray | None = None
 
-    def similarity(self, texts: Sequence[str]) -> float:
-        """The highest cosine of any clause of texts to a crisis description (0 for no text)."""
+    def similarity(self, texts: Sequence[str], prefetch: Sequence[str] = ()) -> float:
+        """The highest cosine of any clause of texts to a crisis description (0 for no text). `prefetch` texts
+        are embedded in the same call and not scored: with a memoising embedder the search that embeds them next
+        finds them ready (one model call per question instead of two: ~25 ms each on a loaded 2-core machine)."""
         parts = [c for t in texts for c in clauses(t)]
         if not parts or not self._descriptions:
             return 0.0
         if self._vectors is None:
             self._vectors = np.asarray(self._embed(list(self._descriptions)), dtype=np.float32)
-        vectors = np.asarray(self._embed(parts), dtype=np.float32)
+        vectors = np.asarray(self._embed([*parts, *prefetch]), dtype=np.float32)[: len(parts)]
         return float((vectors @ self._vectors.T).max())
 
-    def check(self, question: str, history: Sequence[dict[str, str]] = (), turns: int = 2) -> bool:
+    def check(self, question: str, history: Sequence[dict[str, str]] = (), turns: int = 2,
+              prefetch: Sequence[str] = ()) -> bool:
         """True when the question or one of the last `turns` user turns of history is a crisis (pass the history
         only for a follow-up: a new question is read alone)."""
         recent = [t.get("text") or t.get("content") or "" for t in history if t.get("role") in USER_ROLES]
         texts = [question, *recent[-turns:]] if turns else [question]
-        return any(crisis_signal(t) for t in texts) or self.similarity(texts) >= self.threshold
+        return any(crisis_signal(t) for t in texts) or self.similarity(texts, prefetch) >= self.threshold

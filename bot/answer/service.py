@@ -211,7 +211,8 @@ class AnswerService:
         k = self.settings.top_k
         c = turn.condensed = condenser.run(turn.question, turn.history, self.weights(),
                                            search=lambda text: self.searcher.search(text, turn.filters, k=k))
-        if self.crisis.check(turn.question, turn.history if c.decision == "follow-up" else []):  # a follow-up too
+        if self.crisis.check(turn.question, turn.history if c.decision == "follow-up" else [],
+                             prefetch=[c.retrieval_query]):  # the search's query vector comes from the same call
             turn.crisis = True
             turn.condensed = replace(c, retrieval_query=f"{c.retrieval_query} {CRISIS_QUERY}")
         self._timed(turn, "condense", t)

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     dense_weight: float = Field(0.3, description="Weight of the dense lists in the fusion.")
     lexical_weight: float = Field(0.7, description="Weight of the BM25 lists in the fusion.")
     adaptive_fusion: bool = Field(
-        False, description="Move BM25's fusion weight to the dense list in the share of the question's idf mass its "
+        True, description="Move BM25's fusion weight to the dense list in the share of the question's idf mass its "
         "best chunk lacks (paraphrases); benchmarks/retrieval.py compares it on the corpora's check halves.")
     history_turns: int = Field(
         4, description="Recent user turns that steer a follow-up's search (0 = ignore history)."
