@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
     refusal_threshold: float = Field(
-        0.43, description="Minimum answerability score (bot/answer/assess.py: estimated probability that the KB "
+        0.49, description="Minimum answerability score (bot/answer/assess.py: estimated probability that the KB "
         "answers the question) to answer; the highest threshold answering >= 0.93 of the answerable cases of "
         "each eval/suites suite's FIT half (kb_agent, kb_public, kb_typed; benchmarks/answerability_fit.py, "
         "docs/quality.md)."
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         None, description="Optional separate threshold for agents (audience internal); unset = refusal_threshold."
     )
     caution_threshold: float = Field(
-        0.37, description="Agents only: answerability at or above this but below the answer threshold gets outcome "
+        0.29, description="Agents only: answerability at or above this but below the answer threshold gets outcome "
         "`caution` (closest guidance, marked not confirmed) instead of a refusal; the highest threshold refusing "
         "at most 0.01 of the agents' answerable cases of the suites' FIT halves (benchmarks/answerability_fit.py)."
     )
