@@ -183,3 +183,15 @@ def test_an_abbreviation_after_an_opening_bracket_does_not_end_the_sentence():
     units = split_units("Erase data collected from a child (Art. 8(1) GDPR) on request. Then tell the user.")
     assert [u.display for u in units] == ["Erase data collected from a child (Art. 8(1) GDPR) on request.",
                                           "Then tell the user."]
+
+
+def test_an_answer_without_the_requesters_regional_rule_gets_it_from_a_cited_document():
+    how = chunk("help-charge", "1. Go to Contact us and choose I don't recognise a charge.\n2. Tell us the date and "
+                "the amount of the charge.", "How to report a charge", "Charges you don't recognise")
+    eu = chunk("help-charge", "We refund it by the end of the next business day after you tell us.",
+               "If you live in the EU/EEA or the UK", "Charges you don't recognise", n=1)
+    out = compose("how do i report a charge i don't recognise? i'm in france", [how, eu], audience="public",
+                  profile=KB_PROFILE)
+    assert out[-1] == "We refund it by the end of the next business day after you tell us."
+    out = compose("how do i report a charge i don't recognise?", [how, eu], audience="public", profile=KB_PROFILE)
+    assert "We refund it by the end of the next business day after you tell us." not in out

@@ -35,6 +35,7 @@ from bot.core.units import (
     code_terms,
     region_conflict,
     split_units,
+    term_overlap,
 )
 from bot.search.intent import asks_timing, region_hints
 from bot.search.retrieval import main_document
@@ -201,12 +202,6 @@ class ExtractiveComposer(Composer):
         return sorted(best, key=lambda c: -c.score)
 
     # selection -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _overlap(a: Unit, b: Unit) -> float:
-        if not a.terms or not b.terms:
-            return 0.0
-        return len(a.terms & b.terms) / min(len(a.terms), len(b.terms))
-
     def _list_for(self, best: _Candidate, cands: list[_Candidate], kinds: tuple[str, ...],
                   units: dict[int, list[Unit]]) -> list[_Candidate]:
         """The whole list a unit belongs to (with its lead-in), in source order, short items included."""
@@ -240,12 +235,6 @@ class ExtractiveComposer(Composer):
         anchor = next(c for c in cands if c.source.number == number and c.unit.list_id == list_id)
         chosen = self._list_for(anchor, cands, ("step", "lead"), units)
         return chosen if sum(1 for c in chosen if c.unit.kind == "step") >= 2 else []
-
-    @staticmethod
-    def main_document(request: ComposeRequest) -> str:
-        """The document whose procedure answers the question (bot.search.retrieval.main_document: for agents the
-        best-ranked SOP among the first three sources), the same one the retriever took companions from."""
-        return main_document([s.chunk for s in request.sources], request.audience)
 
     # why: the procedure layout (lead-in, numbered steps, notes) is one ordered walk
     def _procedure(self, request: ComposeRequest, ranked: list[_Candidate], cands: list[_Candidate],
@@ -284,7 +273,7 @@ class ExtractiveComposer(Composer):
             if (lead.source.chunk.doc_id != main or lead.unit.kind not in ("sentence", "item", "row")
                     or (lead.source.number, lead.unit.position) in in_list):
                 continue
-            if not any(self._overlap(lead.unit, s.unit) > self.redundancy for s in steps):
+            if not any(term_overlap(lead.unit, s.unit) > self.redundancy for s in steps):
                 return [lead] + steps
         return steps
 
@@ -336,7 +325,7 @@ class ExtractiveComposer(Composer):
         scored.sort(key=lambda x: -x[0])
         picked: list[_Candidate] = []
         for value, c in scored:
-            if any(self._overlap(c.unit, o.unit) > self.redundancy for o in chosen + picked):
+            if any(term_overlap(c.unit, o.unit) > self.redundancy for o in chosen + picked):
                 continue
             # a second deadline unit (an extension, a stricter internal target) only when it is nearly as good
             if picked and (value < 0.8 * scored[0][0] or not DEADLINE_WORDS_RE.search(c.unit.display)):
@@ -350,7 +339,7 @@ class ExtractiveComposer(Composer):
         if picked and not any(EXTENSION_RE.search(o.unit.display) for o in said):
             for _, c in scored:
                 if (EXTENSION_RE.search(c.unit.display) and c not in picked
-                        and not any(self._overlap(c.unit, o.unit) > self.redundancy for o in said)):
+                        and not any(term_overlap(c.unit, o.unit) > self.redundancy for o in said)):
                     picked.append(c)
                     break
         return picked
@@ -363,14 +352,17 @@ class ExtractiveComposer(Composer):
         if not ranked:
             return []
         question = request.condensed.question
-        main = self.main_document(request)
+        # the document whose procedure answers (for agents the best-ranked SOP among the first three sources),
+        # the same one the retriever took companions from
+        main = main_document([s.chunk for s in request.sources], request.audience)
         timing = asks_timing(question)
         if is_howto(question):
             steps = (self._procedure(request, ranked, cands, units, main)
                      or self._best_steps(request, ranked, cands, units))
             if steps:
                 steps = steps + self._after_steps(request, steps, units)
-                return steps + (self._deadline(request, cands, steps, main) if timing else [])
+                steps += self._deadline(request, cands, steps, main) if timing else []
+                return steps + self._regional(ranked, steps)
         chosen = self._greedy(request, ranked, cands, units)
         if request.audience != "internal":
             chosen = self._whole_list(request, chosen, cands, units)
@@ -379,7 +371,19 @@ class ExtractiveComposer(Composer):
         if timing and chosen:
             # the deadline of the document the answer is about (its first pick), not of a neighbour
             chosen += self._deadline(request, cands, chosen, chosen[0].source.chunk.doc_id)
-        return chosen
+        return chosen + self._regional(ranked, chosen)
+
+    def _regional(self, ranked: list[_Candidate], chosen: list[_Candidate]) -> list[_Candidate]:
+        """If no pick states the requester's region's rule: the best short unit of a cited document naming it."""
+        docs, have = {c.source.chunk.doc_id for c in chosen}, {(c.source.number, c.unit.position) for c in chosen}
+        if not chosen or any(c.regional for c in chosen):
+            return []
+        for c in ranked:
+            if (c.regional and c.source.chunk.doc_id in docs and c.unit.kind not in ("lead", "step")
+                    and (c.source.number, c.unit.position) not in have and len(c.unit.display.split()) <= 40
+                    and not any(term_overlap(c.unit, o.unit) > self.redundancy for o in chosen)):
+                return [c]
+        return []
 
     def _whole_list(self, request: ComposeRequest, chosen: list[_Candidate], cands: list[_Candidate],
                     units: dict[int, list[Unit]]) -> list[_Candidate]:
@@ -417,7 +421,7 @@ class ExtractiveComposer(Composer):
                 break
             if (not c.kind_bonus or c.source.chunk.doc_id not in docs or c.unit.kind == "lead"
                     or (c.source.number, c.unit.position) in have
-                    or any(self._overlap(c.unit, o.unit) > self.redundancy for o in chosen)):
+                    or any(term_overlap(c.unit, o.unit) > self.redundancy for o in chosen)):
                 continue
             kept = chosen if len(chosen) < self.max_units else sorted(chosen, key=lambda o: -o.score)[:-1]
             return sorted(kept + [c], key=lambda o: (chosen.index(o) if o in chosen else len(chosen)))
@@ -443,7 +447,7 @@ class ExtractiveComposer(Composer):
                 block = self._list_for(best, cands, ("lead", "step", "item"), units)
                 if len(block) < 2:
                     continue
-            if any(self._overlap(b.unit, o.unit) > self.redundancy for b in block for o in chosen):
+            if any(term_overlap(b.unit, o.unit) > self.redundancy for b in block for o in chosen):
                 continue
             size = sum(len(b.unit.display.split()) for b in block)
             if chosen and length + size > budget:

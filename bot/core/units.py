@@ -58,6 +58,13 @@ def code_terms(text: str) -> frozenset[str]:
     return frozenset(m.group(0).lower() for m in CODE_RE.finditer(text))
 
 
+def term_overlap(a: Unit, b: Unit) -> float:
+    """Share of the smaller unit's terms the other one has too (1.0: one repeats the other)."""
+    if not a.terms or not b.terms:
+        return 0.0
+    return len(a.terms & b.terms) / min(len(a.terms), len(b.terms))
+
+
 def named_codes(text: str, known: frozenset[str]) -> set[str]:
     """The known codes (HOLD-RISK) text names however it is typed ("hold-risk"), as code_terms spells them."""
     return {m.group(0).lower() for m in _TYPED_CODE_RE.finditer(text)} & known
