@@ -95,6 +95,14 @@ def build_fixture_kb(target: Path) -> Path:
     return target
 
 
+def index_over_copy(fixture_kb_dir: Path, tmp_path: Path) -> tuple[KnowledgeIndex, Path]:
+    """An index (not yet synced) over a private copy of the fixture KB that a test may edit; returns it and the
+    copy's folder."""
+    kb = tmp_path / "kb"
+    shutil.copytree(fixture_kb_dir, kb)
+    return KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb)), kb
+
+
 @pytest.fixture(scope="session")
 def fixture_kb_dir(tmp_path_factory) -> Path:
     """A private copy of tests/fixtures/kb with PDF and DOCX documents generated into it."""

@@ -22,6 +22,7 @@ from bot.core.config import Settings
 from bot.core.models import Audience, Filters
 from bot.ingest.index import KnowledgeIndex, matches
 from bot.ingest.state import open_generation
+from tests.conftest import index_over_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2026-10-01"
@@ -129,9 +130,7 @@ def test_an_unchanged_sync_adds_the_state_to_an_old_generation(ingested, fixture
 
 
 def test_an_incremental_sync_carries_the_kept_vectors_over(fixture_kb_dir, tmp_path):
-    kb = tmp_path / "kb"
-    shutil.copytree(fixture_kb_dir, kb)
-    index = KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb))
+    index, kb = index_over_copy(fixture_kb_dir, tmp_path)
     index.sync()
     doc = kb / "sops" / "macro-refund.md"
     doc.write_text(doc.read_text() + "\n\nOne more line about refunds of unused coins.\n")

@@ -17,6 +17,7 @@ from bot.core.config import Settings
 from bot.core.models import Audience, Filters
 from bot.ingest.index import KnowledgeIndex, chroma_where, matches
 from bot.search.retrieval import HybridRetriever, HybridSearcher
+from tests.conftest import index_over_copy
 
 PUBLIC = Filters(audience=Audience.PUBLIC)
 
@@ -45,9 +46,7 @@ def test_public_vectors_live_in_a_collection_of_their_own(fixture_index):
 
 
 def test_an_audience_change_moves_the_vectors(fixture_kb_dir, tmp_path):
-    kb = tmp_path / "kb"
-    shutil.copytree(fixture_kb_dir, kb)
-    index = KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb))
+    index, kb = index_over_copy(fixture_kb_dir, tmp_path)
     index.sync()
     doc = kb / "sops" / "macro-refund.md"
     doc.write_text(doc.read_text().replace("audience: internal", "audience: public", 1))
@@ -153,9 +152,7 @@ def test_langchain_retriever_returns_scored_documents(fixture_index):
 
 
 def test_incremental_sync_adds_updates_removes_from_chroma_and_bm25(fixture_kb_dir, tmp_path):
-    kb = tmp_path / "kb"
-    shutil.copytree(fixture_kb_dir, kb)
-    index = KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb))
+    index, kb = index_over_copy(fixture_kb_dir, tmp_path)
     first = index.sync()
     assert len(first.added) == 12 and first.ok
     again = index.sync()
@@ -181,9 +178,7 @@ def test_incremental_sync_adds_updates_removes_from_chroma_and_bm25(fixture_kb_d
 
 
 def test_a_file_that_breaks_keeps_serving_its_last_good_version(fixture_kb_dir, tmp_path):
-    kb = tmp_path / "kb"
-    shutil.copytree(fixture_kb_dir, kb)
-    index = KnowledgeIndex(Settings(data_dir=tmp_path / "data", kb_dir=kb))
+    index, kb = index_over_copy(fixture_kb_dir, tmp_path)
     index.sync()
     path = kb / "sops" / "sop-data-access-us.md"
     path.write_text(path.read_text().replace("audience: internal", "audience: sometimes"))
