@@ -141,6 +141,14 @@ class QuestionTerms:
     unknown: tuple[str, ...] = ()  # words neither the index nor a one-edit typo match knows
 
 
+def _index_stem(word: str, weights: TermWeights) -> str | None:
+    """The index term a question word stands for: its stem, the closest index term (a typo), or None."""
+    stem = analyze(word)[0]
+    if weights.has_vocabulary and not weights.known(stem):
+        return weights.closest(stem) or weights.closest(word)
+    return stem
+
+
 def question_terms(condensed: Condensed, weights: TermWeights, places: Iterable[str] = ()) -> QuestionTerms:
     """Stemmed question terms weighted by idf; terms carried over from earlier turns weigh half.
 
@@ -150,15 +158,12 @@ def question_terms(condensed: Condensed, weights: TermWeights, places: Iterable[
     q: dict[str, float] = {}
     unknown: list[str] = []
     for word in _WORD_RE.findall(condensed.question.lower()):
-        stems = analyze(word)
-        if not stems or word in skip:
+        if word in skip or not analyze(word):
             continue
-        stem = stems[0]
-        if weights.has_vocabulary and not weights.known(stem):
-            stem = weights.closest(stem) or weights.closest(word)
-            if not stem:
-                unknown.append(word)
-                continue
+        stem = _index_stem(word, weights)
+        if not stem:
+            unknown.append(word)
+            continue
         q[stem] = weights.idf(stem)
     # An unknown word ("klarna", "oil") still asks about something the KB may lack: it weighs as much as the
     # question's average known word, not the highest idf. Two-letter words ("rn", "ok") and tokens with digits

@@ -76,14 +76,12 @@ class ExtractiveComposer(Composer):
                  profile: KBProfile = DEFAULT_PROFILE):
         self.embed = embed
         self.profile = profile  # the KB's heading meanings and region names
-        self.max_units = max_units
-        self.max_steps = max_steps
+        self.max_units, self.max_steps = max_units, max_steps
         self.embed_units = embed_units  # embedding every unit costs ~10 ms each on 2 cores: only the best few
         # Word budgets (words of the shown text, citations excluded) outside a procedure's numbered list, which is
         # always kept whole: room for about five units, so a fact one sentence after the best match is kept.
         self.max_words = {"internal": max_words_internal, "public": max_words_public}
-        self.min_relative = min_relative
-        self.redundancy = redundancy
+        self.min_relative, self.redundancy = min_relative, redundancy
         self.sem_weight, self.lex_weight = sem_weight, lex_weight  # unit-question cosine, idf-weighted overlap
         self.sim_weight, self.rank_weight = sim_weight, rank_weight  # chunk-question cosine, retrieval rank
         self.type_weight = type_weight  # unit holds the kind of answer asked for (duration, amount, queue...)
@@ -136,8 +134,10 @@ class ExtractiveComposer(Composer):
             head_terms = set(analyze(heading))
             head_phrases = phrases(" ".join(src.chunk.section_path))
             known = set(qw) | set(analyze(src.chunk.metadata.get("title", "")))
-            # a companion chunk belongs to a ranked document: it shares that document's prior
-            rank_prior = 1.0 - rank / max(n, 1) if rank < n else doc_prior.get(src.chunk.doc_id, 0.0)
+            # companions and every chunk of the top document share its document's prior (else its Steps chunk
+            # weighs less retrieved at rank 6 than offered as a companion, and a how-to loses the procedure)
+            top = src.chunk.doc_id == request.sources[0].chunk.doc_id
+            rank_prior = 1.0 - rank / max(n, 1) if rank < n and not top else doc_prior.get(src.chunk.doc_id, 0.0)
             # text addressed to the assistant is not policy content, whatever it says: drop its whole paragraph
             units = split_units(src.chunk.text)
             tainted = {u.block for u in units if looks_like_injection(u.display)}

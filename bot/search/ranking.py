@@ -12,6 +12,20 @@ REGIONAL_WINDOW = 6  # documents, from the top, among which a regional variant i
 Fused = list[tuple[Chunk, float, list[int | None]]]  # (chunk, fused score, rank in each list), best first
 
 
+def _regional_documents(fused: Fused, window: int) -> dict[str, tuple[Chunk, float, set[str]]]:
+    """The first `window` documents that are for specific regions (not global): doc id -> (best chunk, score,
+    regions)."""
+    firsts: dict[str, tuple[Chunk, float]] = {}
+    for chunk, score, _ in fused:
+        if chunk.doc_id not in firsts:
+            firsts[chunk.doc_id] = (chunk, score)
+            if len(firsts) == window:
+                break
+    specific = {d: (c, sc, set(str(c.metadata.get("regions", "")).split(",")) - {""})
+                for d, (c, sc) in firsts.items()}
+    return {d: v for d, v in specific.items() if v[2] and "global" not in v[2]}
+
+
 def prefer_regional_variants(fused: Fused,
                              regions: Sequence[str], window: int = REGIONAL_WINDOW) -> Fused:
     """Rank the requester's regional variant of a procedure above the other regions' variants.
@@ -24,15 +38,7 @@ def prefer_regional_variants(fused: Fused,
     wanted = set(regions)
     if not wanted or not fused:
         return fused
-    firsts: dict[str, tuple[Chunk, float]] = {}
-    for chunk, score, _ in fused:
-        if chunk.doc_id not in firsts:
-            firsts[chunk.doc_id] = (chunk, score)
-            if len(firsts) == window:
-                break
-    specific = {d: (c, sc, set(str(c.metadata.get("regions", "")).split(",")) - {""})
-                for d, (c, sc) in firsts.items()}
-    specific = {d: v for d, v in specific.items() if v[2] and "global" not in v[2]}
+    specific = _regional_documents(fused, window)
     lift: dict[str, float] = {}
     for doc, (chunk, score, own) in specific.items():
         if not own & wanted:
