@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         False, description="For llama.cpp/vLLM servers that ignore max_completion_tokens."
     )
     refusal_threshold: float = Field(
-        0.49, description="Minimum answerability score (bot/answer/assess.py: estimated probability that the KB "
+        0.51, description="Minimum answerability score (bot/answer/assess.py: estimated probability that the KB "
         "answers the question) to answer; the highest threshold answering >= 0.93 of the answerable cases of "
         "each eval/suites suite's FIT half (kb_agent, kb_public, kb_typed; benchmarks/answerability_fit.py, "
         "docs/quality.md)."
