@@ -45,7 +45,7 @@ class LocalMiniLMEmbeddings(Embeddings):
 
     dimension = 384
 
-    def __init__(self, batch_size: int = 32, threads: int = 0):
+    def __init__(self, batch_size: int = 32, threads: int = 0, all_windows: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -66,21 +66,39 @@ class LocalMiniLMEmbeddings(Embeddings):
         self._tokenizer.no_padding()
         self._lock = threading.Lock()  # the tokenizer's padding state is per call; the session is thread-safe
         self.batch_size = batch_size
+        # True: a long text's every window counts (benchmarks/long_chunks.py measures it); not the product default
+        # yet, because it changes the vectors every fitted threshold was measured with (embedder_id must change too)
+        self.all_windows = all_windows
+
+    def pieces(self, text: str) -> int:
+        """Word pieces of text with [CLS] and [SEP], however long (the model reads MAX_SEQ_TOKENS at a time)."""
+        enc = self._tokenizer.encode(text)
+        return len(enc.ids) + sum(len(w.ids) - 2 for w in enc.overflowing)
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        # With all_windows, a text longer than the model's window is embedded window by window (the tokenizer's
+        # overflow, each with its own [CLS]/[SEP]) and mean-pooled over the tokens of all its windows, so its end
+        # counts for dense search instead of being cut off. A text that fits gives the same vector either way.
+        windows, owner = [], []
+        for i, enc in enumerate(self._tokenizer.encode_batch(list(texts))):
+            for w in (enc, *enc.overflowing) if self.all_windows else (enc,):
+                windows.append(w.ids)
+                owner.append(i)
+        width = max(len(w) for w in windows)
+        ids = np.zeros((len(windows), width), dtype=np.int64)
         mask = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        for row, w in enumerate(windows):
+            ids[row, : len(w)] = w
+            mask[row, : len(w)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         hidden = self._session.run(None, feeds)[0]
-        summed = (hidden * mask[:, :, None]).sum(axis=1)
-        pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
+        summed = np.zeros((len(texts), hidden.shape[2]), dtype=np.float64)
+        counts = np.zeros((len(texts), 1), dtype=np.float64)
+        np.add.at(summed, owner, (hidden * mask[:, :, None]).sum(axis=1))
+        np.add.at(counts, owner, mask.sum(axis=1, keepdims=True))
+        pooled = (summed / np.clip(counts, 1, None)).astype(np.float32)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
     def embed_array(self, texts: Sequence[str]) -> np.ndarray:
