@@ -536,7 +536,8 @@ def test_cli_run_report_gate(fixture_kb_dir, tmp_path):
 EVAL_DEV = next((p for p in (Path(os.environ.get("POLICYDESK_EVAL_DEV", "/nonexistent")),
                              ROOT.parent / "shared" / "eval-dev" / "kb_dev.jsonl",
                              ROOT.parent.parent / "shared" / "eval-dev" / "kb_dev.jsonl") if p.is_file()), None)
-GATED = [("kb_agent", SUITES / "kb_agent.jsonl", "check"), ("kb_public", SUITES / "kb_public.jsonl", "check")]
+GATED = [("kb_agent", SUITES / "kb_agent.jsonl", "check"), ("kb_public", SUITES / "kb_public.jsonl", "check"),
+         ("kb_typed", SUITES / "kb_typed.jsonl", "check")]
 if EVAL_DEV is not None:
     GATED.append(("kb_dev", EVAL_DEV, "all"))
 
