@@ -20,6 +20,7 @@ from bot.answer.compose import Draft, DraftSentence, Source
 from bot.answer.safety import looks_like_injection
 from bot.core.models import Audience, Citation, Filters
 from bot.core.text import analyze
+from bot.ingest.metadata import doc_regions
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +226,6 @@ def _paragraph(text: str, start: int, end: int) -> str:
     return text[a + 2 if a != -1 else 0: b if b != -1 else len(text)]
 
 
-def _regions(meta: dict) -> tuple[str, ...]:
-    r = meta.get("regions", "")
-    return tuple(x for x in r.split(",") if x) if isinstance(r, str) else tuple(r or ())
-
-
 def make_citation(number: int, source: Source, start: int, end: int) -> Citation:
     """A Citation for an exact span of a source chunk."""
     c = source.chunk
@@ -241,7 +237,7 @@ def make_citation(number: int, source: Source, start: int, end: int) -> Citation
     return Citation(
         number=number, doc_id=c.doc_id, title=m.get("title", c.doc_id), section=c.section,
         quote=c.text[start:end], chunk_id=c.chunk_id, audience=audience, version=str(m.get("version", "")),
-        effective_date=str(m.get("effective_date", "")), url=m.get("url", ""), regions=_regions(m),
+        effective_date=str(m.get("effective_date", "")), url=m.get("url", ""), regions=doc_regions(m),
         chunk_text=c.text, last_reviewed=str(m.get("last_reviewed", "")), review_due=str(m.get("review_due", "")),
         superseded_by=str(m.get("superseded_by", "")),
     )

@@ -88,6 +88,12 @@ def audience_where(filters: Filters) -> dict[str, Any] | None:
     return {"audience": {"$eq": "public"}} if filters.audience is Audience.PUBLIC else None
 
 
+def doc_regions(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The region codes a chunk's document is written for ("EU", "UK"; "global" for everyone), from its metadata."""
+    r = meta.get("regions", "")
+    return tuple(x for x in r.split(",") if x) if isinstance(r, str) else tuple(r or ())
+
+
 def matches(meta: dict[str, Any], filters: Filters) -> bool:
     """Whether a chunk with this metadata is visible under the filters (same rule as `chroma_where`)."""
     if not visible_to(filters.audience, meta.get("audience")):

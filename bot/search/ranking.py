@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from bot.core.models import Chunk
 from bot.core.text import analyze
+from bot.ingest.metadata import doc_regions
 
 REGIONAL_WINDOW = 6  # documents, from the top, among which a regional variant is swapped for the requester's
 
@@ -21,8 +22,7 @@ def _regional_documents(fused: Fused, window: int) -> dict[str, tuple[Chunk, flo
             firsts[chunk.doc_id] = (chunk, score)
             if len(firsts) == window:
                 break
-    specific = {d: (c, sc, set(str(c.metadata.get("regions", "")).split(",")) - {""})
-                for d, (c, sc) in firsts.items()}
+    specific = {d: (c, sc, set(doc_regions(c.metadata))) for d, (c, sc) in firsts.items()}
     return {d: v for d, v in specific.items() if v[2] and "global" not in v[2]}
 
 

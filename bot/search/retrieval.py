@@ -45,6 +45,7 @@ from bot.core.profile import DEFAULT_PROFILE, KBProfile
 from bot.core.text import analyze
 from bot.core.units import DEADLINE_WORDS_RE, DURATION_RE
 from bot.ingest.index import KnowledgeIndex, matches
+from bot.ingest.metadata import doc_regions
 from bot.search.intent import QuestionIntent, question_intent
 from bot.search.ranking import prefer_regional_variants
 
@@ -390,7 +391,7 @@ class HybridSearcher:
                 b += anchor_weight * anchors[doc]
             if procedure and meta.get("type") == "sop":
                 b += self.sop_prior
-            if hints and self.region_prior and hints & set(str(meta.get("regions", "")).split(",")):
+            if hints and self.region_prior and hints & set(doc_regions(meta)):
                 b += self.region_prior
             bonus[doc] = b * top
         reranked = [(c, s + bonus[c.doc_id], r) for c, s, r in fused]
